@@ -1,0 +1,84 @@
+"""Bytes in, events out (and back): validation with clean, field-named errors."""
+
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from events.envelope import TouchpointEvent, normalise_uuid
+from events.identity import identity_keys
+from events.touchpoints import TOUCHPOINT_TYPES, Touchpoint
+
+__all__ = [
+    "InvalidEvent",
+    "dump_touchpoint",
+    "error_details",
+    "identity_keys",
+    "parse_touchpoint",
+    "with_customer_id",
+    "with_recorded_at",
+]
+
+E = TypeVar("E", bound=TouchpointEvent)
+_TOUCHPOINT: TypeAdapter[TouchpointEvent] = TypeAdapter(Touchpoint)
+_ALLOWED = ", ".join(TOUCHPOINT_TYPES)
+_NOT_OBJECT = {"field": "", "reason": "event must be a JSON object"}
+
+
+class InvalidEvent(ValueError):
+    """The input is not a valid touchpoint; `errors` lists {"field", "reason"} dicts."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field'] or '<event>'}: {e['reason']}" for e in errors))
+
+
+def parse_touchpoint(data: bytes | str | dict[str, Any]) -> TouchpointEvent:
+    """Validate JSON (bytes/str) or a dict into the touchpoint subclass for its `type`."""
+    try:
+        if isinstance(data, bytes | bytearray | str):
+            return _TOUCHPOINT.validate_json(data)
+        if isinstance(data, dict):
+            return _TOUCHPOINT.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidEvent(error_details(exc)) from None
+    raise InvalidEvent([_NOT_OBJECT])
+
+
+def dump_touchpoint(event: TouchpointEvent) -> bytes:
+    return orjson.dumps(event.model_dump(mode="json"))
+
+
+def with_recorded_at(event: E, when: datetime) -> E:
+    if when.utcoffset() is None:
+        raise ValueError("recorded_at must include a timezone offset")
+    return event.model_copy(update={"recorded_at": when.astimezone(UTC)})
+
+
+def with_customer_id(event: E, customer_id: str) -> E:
+    customer = event.customer.model_copy(update={"customer_id": normalise_uuid(customer_id)})
+    return event.model_copy(update={"customer": customer})
+
+
+def error_details(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as {"field": "payload.amount", "reason": ...}, union tag dropped."""
+    return [_detail(error) for error in exc.errors(include_url=False)]
+
+
+def _detail(error: Any) -> dict[str, str]:
+    kind, loc, ctx = error["type"], list(error["loc"]), error.get("ctx", {})
+    if loc and loc[0] in TOUCHPOINT_TYPES:
+        loc = loc[1:]  # the discriminated union's tag, not a field
+    reason = str(ctx["error"]) if kind == "value_error" else error["msg"]
+    if loc and loc[-1] == "[key]":
+        loc, reason = loc[:-1], f"invalid key: {reason}"
+    if kind == "json_invalid":
+        reason = f"not valid JSON: {ctx['error']}"
+    elif kind == "union_tag_invalid":
+        loc, reason = ["type"], f"unknown type {ctx['tag']!r}; allowed types: {_ALLOWED}"
+    elif kind == "union_tag_not_found":
+        loc, reason = ["type"], f"type is required; allowed types: {_ALLOWED}"
+    elif not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
+        return dict(_NOT_OBJECT)
+    return {"field": ".".join(str(part) for part in loc), "reason": reason}

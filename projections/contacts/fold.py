@@ -1,0 +1,67 @@
+"""Contact history: one row per touchpoint, with a one-line summary. Pure."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class ContactRow(NamedTuple):
+    customer_id: str
+    occurred_at: str
+    event_id: str
+    type: str
+    channel: str
+    source: str
+    summary: str
+    source_partition: int
+    source_offset: int
+
+
+def _call(p: dict) -> str:
+    minutes = round(float(p["duration_s"]) / 60, 1)
+    topic = f" about {p['topic']}" if p.get("topic") else ""
+    return f"{p['direction'].capitalize()} call{topic}, {minutes} min, {p['outcome'].replace('_', ' ')}"
+
+
+def _email(p: dict) -> str:
+    subject = f": {p['subject']}" if p.get("subject") else ""
+    return f"{p['direction'].capitalize()} email {p['action']}{subject}"
+
+
+def _web_visit(p: dict) -> str:
+    views = p.get("page_views", 1)
+    return f"Visited {p['url']} ({views} page{'s' if views != 1 else ''})"
+
+
+def _order(p: dict) -> str:
+    items = len(p.get("items") or [])
+    verb = {"placed": "placed", "cancelled": "cancelled", "refunded": "refunded"}[p.get("status", "placed")]
+    return f"Order {p['order_id']} {verb}: {p['amount']} {p['currency']}, {items} item{'s' if items != 1 else ''}"
+
+
+def _complaint(p: dict) -> str:
+    state = "resolved" if p.get("status") == "resolved" else "filed"
+    return f"Complaint {p['complaint_id']} {state} ({p['severity']}, {p['category']})"
+
+
+SUMMARIES = {"call": _call, "email": _email, "web_visit": _web_visit, "order": _order,
+             "complaint": _complaint}
+
+
+def summary(event: dict[str, Any]) -> str:
+    text = SUMMARIES[event["type"]](event["payload"])
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def row(event: dict[str, Any], partition: int, offset: int) -> ContactRow:
+    return ContactRow(
+        customer_id=event["customer"]["customer_id"],
+        occurred_at=event["occurred_at"],
+        event_id=event["event_id"],
+        type=event["type"],
+        channel=event["channel"],
+        source=event["source"],
+        summary=summary(event),
+        source_partition=partition,
+        source_offset=offset,
+    )

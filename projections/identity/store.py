@@ -1,0 +1,98 @@
+"""Identity graph in PostgreSQL: customers, their keys, and the links between them."""
+
+from __future__ import annotations
+
+import psycopg
+
+from projections.identity.resolve import Resolution
+
+DDL = """
+CREATE TABLE IF NOT EXISTS identity_customers (
+    customer_id  uuid PRIMARY KEY,
+    canonical_id uuid NOT NULL,             -- itself, or the customer it was linked into
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS identity_customers_canonical ON identity_customers (canonical_id);
+CREATE TABLE IF NOT EXISTS identity_keys (
+    key         text PRIMARY KEY,           -- id:<uuid> | email:<email> | phone:<e164> | ext:<system>:<id>
+    customer_id uuid NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity_links (
+    link_id   bigserial PRIMARY KEY,
+    survivor  uuid NOT NULL,
+    merged    uuid NOT NULL,
+    event_id  uuid NOT NULL,                -- the touchpoint that carried both identities
+    keys      text[] NOT NULL,
+    linked_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (survivor, merged, event_id)
+);
+"""
+
+_GRAPH_LOCK = 7_201_502
+
+
+async def lock_graph(conn: psycopg.AsyncConnection) -> None:
+    """Serialise graph writers for the rest of the transaction (several identity workers)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_GRAPH_LOCK,))
+
+
+async def known(conn: psycopg.AsyncConnection, keys: list[str]) -> dict[str, tuple[str, str]]:
+    cur = await conn.execute(
+        "SELECT k.key, k.customer_id::text, c.canonical_id::text FROM identity_keys k "
+        "JOIN identity_customers c USING (customer_id) WHERE k.key = ANY(%s)", (keys,))
+    found = {k: (c, cc) for k, c, cc in await cur.fetchall()}
+    # Follow canonical chains (a merged customer's survivor may itself have been merged).
+    pending = {cc for _, cc in found.values() if cc not in {c for c, _ in found.values()}}
+    while pending:
+        cur = await conn.execute(
+            "SELECT customer_id::text, canonical_id::text FROM identity_customers "
+            "WHERE customer_id = ANY(%s::uuid[])", (list(pending),))
+        rows = await cur.fetchall()
+        for c, cc in rows:
+            found[f"~{c}"] = (c, cc)
+        seen = {c for c, _ in found.values()}
+        pending = {cc for _, cc in rows if cc not in seen}
+    return found
+
+
+async def save(conn: psycopg.AsyncConnection, res: Resolution) -> None:
+    if res.new_customers:
+        await conn.execute(
+            "INSERT INTO identity_customers (customer_id, canonical_id) "
+            "SELECT c, c FROM unnest(%s::uuid[]) AS c ON CONFLICT DO NOTHING", (res.new_customers,))
+    if res.new_keys:
+        await conn.execute(
+            "INSERT INTO identity_keys (key, customer_id) SELECT * FROM unnest(%s::text[], %s::uuid[]) "
+            "ON CONFLICT DO NOTHING", (list(res.new_keys), list(res.new_keys.values())))
+    for link in res.links:
+        await conn.execute(
+            "UPDATE identity_customers SET canonical_id = %s WHERE canonical_id = %s",
+            (link.survivor, link.merged))
+        await conn.execute(
+            "INSERT INTO identity_links (survivor, merged, event_id, keys) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING", (link.survivor, link.merged, link.event_id, list(link.keys)))
+
+
+async def cluster(conn: psycopg.AsyncConnection, customer_id: str) -> tuple[str, list[str]] | None:
+    """The canonical id of a customer and every customer id linked into it (for reads)."""
+    cur = await conn.execute(
+        "WITH RECURSIVE up(id, next) AS ("
+        "  SELECT customer_id, canonical_id FROM identity_customers WHERE customer_id = %s"
+        "  UNION SELECT c.customer_id, c.canonical_id FROM identity_customers c"
+        "  JOIN up ON c.customer_id = up.next WHERE up.id <> up.next)"
+        " SELECT id::text FROM up WHERE id = next", (customer_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    root = row[0]
+    cur = await conn.execute(
+        "WITH RECURSIVE down(id) AS (SELECT %s::uuid UNION "
+        "  SELECT c.customer_id FROM identity_customers c JOIN down ON c.canonical_id = down.id"
+        "  WHERE c.customer_id <> c.canonical_id) SELECT id::text FROM down", (root,))
+    return root, sorted(r[0] for r in await cur.fetchall())
+
+
+async def find(conn: psycopg.AsyncConnection, key: str) -> str | None:
+    cur = await conn.execute("SELECT customer_id::text FROM identity_keys WHERE key = %s", (key,))
+    row = await cur.fetchone()
+    return row[0] if row else None

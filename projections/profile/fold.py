@@ -1,0 +1,140 @@
+"""Unified customer profile: a pure fold of touchpoints.
+
+A profile is a commutative monoid: ``merge(a, b) == merge(b, a)`` and folding events in any order
+gives the same profile. That is what makes out-of-order delivery harmless, lets a batch be folded
+into a delta and merged into the stored row, and lets the API merge the profiles of customers
+that the identity graph linked (no rewrite of history when identities merge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+# (occurred_at ISO string in UTC, event_id): a total order on events, so "latest" is deterministic.
+Stamp = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Profile:
+    customer_id: str
+    emails: frozenset[str] = frozenset()
+    phones: frozenset[str] = frozenset()
+    external_ids: frozenset[tuple[str, str]] = frozenset()
+    attributes: dict[str, tuple[Stamp, Any]] = field(default_factory=dict)
+    first_seen: str | None = None
+    last_seen: str | None = None
+    events_count: int = 0
+    by_channel: dict[str, int] = field(default_factory=dict)
+    by_type: dict[str, int] = field(default_factory=dict)
+    orders_count: int = 0
+    spend: dict[str, Decimal] = field(default_factory=dict)
+    complaints: dict[str, tuple[Stamp, str]] = field(default_factory=dict)  # id -> (stamp, status)
+    last_contact: tuple[Stamp, dict[str, Any]] | None = None
+
+    @property
+    def open_complaints(self) -> list[str]:
+        return sorted(cid for cid, (_, status) in self.complaints.items() if status == "open")
+
+
+def _add(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _latest(a: dict, b: dict) -> dict:
+    """Per key, the value with the greater stamp."""
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out or v[0] > out[k][0]:
+            out[k] = v
+    return out
+
+
+def _min(a: str | None, b: str | None) -> str | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: str | None, b: str | None) -> str | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def merge(a: Profile, b: Profile, customer_id: str | None = None) -> Profile:
+    lc = a.last_contact if b.last_contact is None else b.last_contact if a.last_contact is None \
+        else max(a.last_contact, b.last_contact, key=lambda c: c[0])
+    return Profile(
+        customer_id=customer_id or a.customer_id,
+        emails=a.emails | b.emails,
+        phones=a.phones | b.phones,
+        external_ids=a.external_ids | b.external_ids,
+        attributes=_latest(a.attributes, b.attributes),
+        first_seen=_min(a.first_seen, b.first_seen),
+        last_seen=_max(a.last_seen, b.last_seen),
+        events_count=a.events_count + b.events_count,
+        by_channel=_add(a.by_channel, b.by_channel),
+        by_type=_add(a.by_type, b.by_type),
+        orders_count=a.orders_count + b.orders_count,
+        spend=_add(a.spend, b.spend),
+        complaints=_latest(a.complaints, b.complaints),
+        last_contact=lc,
+    )
+
+
+_ORDER_SIGN = {"placed": (1, 1), "cancelled": (-1, -1), "refunded": (0, -1)}
+
+
+def of_event(event: dict[str, Any]) -> Profile:
+    """The profile that one touchpoint alone describes."""
+    customer, payload = event["customer"], event.get("payload") or {}
+    stamp: Stamp = (event["occurred_at"], event["event_id"])
+    kind, channel = event["type"], event["channel"]
+    orders, spend = 0, {}
+    if kind == "order":
+        count_sign, amount_sign = _ORDER_SIGN[payload.get("status", "placed")]
+        orders, spend = count_sign, {payload["currency"]: amount_sign * Decimal(payload["amount"])}
+    complaints = {}
+    if kind == "complaint":
+        complaints = {payload["complaint_id"]: (stamp, payload.get("status", "open"))}
+    return Profile(
+        customer_id=customer["customer_id"],
+        emails=frozenset([customer["email"]]) if customer.get("email") else frozenset(),
+        phones=frozenset([customer["phone"]]) if customer.get("phone") else frozenset(),
+        external_ids=frozenset((customer.get("external_ids") or {}).items()),
+        attributes={k: (stamp, v) for k, v in (customer.get("attributes") or {}).items()},
+        first_seen=event["occurred_at"],
+        last_seen=event["occurred_at"],
+        events_count=1,
+        by_channel={channel: 1},
+        by_type={kind: 1},
+        orders_count=orders,
+        spend=spend,
+        complaints=complaints,
+        last_contact=(stamp, {"event_id": event["event_id"], "type": kind, "channel": channel,
+                              "occurred_at": event["occurred_at"]}),
+    )
+
+
+def apply(state: Profile | None, event: dict[str, Any]) -> Profile:
+    """Fold one touchpoint into a profile (``None`` is the empty profile)."""
+    delta = of_event(event)
+    return delta if state is None else merge(state, delta)
+
+
+def fold_batch(events: list[dict[str, Any]]) -> dict[str, Profile]:
+    """Per-customer deltas of a batch, to be merged into the stored profiles."""
+    out: dict[str, Profile] = {}
+    for event in events:
+        cid = event["customer"]["customer_id"]
+        out[cid] = apply(out.get(cid), event)
+    return out
+
+
+def empty(customer_id: str) -> Profile:
+    return Profile(customer_id=customer_id)
+
+
+def with_id(profile: Profile, customer_id: str) -> Profile:
+    return replace(profile, customer_id=customer_id)

@@ -1,0 +1,1 @@
+"""Touchstream runtime and doors: gateway, processors, API, SDK, CLI."""

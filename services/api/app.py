@@ -1,0 +1,48 @@
+"""The ASGI application: gateway (HTTP in) and API (HTTP out) in one process, wired here."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
+
+from services.api import customers, ops
+from services.config import Settings, get_settings
+from services.gateway import routes as gateway
+from services.gateway.limits import BodySizeLimit
+from services.kafka import producer
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.settings = settings
+        app.state.producer = producer(settings, "touchstream-gateway")
+        await app.state.producer.start()
+        app.state.pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=10,
+                                             open=False)
+        await app.state.pool.open(wait=True)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+            await app.state.producer.stop()
+
+    app = FastAPI(title="Touchstream", version="0.1.0", lifespan=lifespan,
+                  description="Touchpoints in, customer profiles and contact history out.")
+    app.include_router(gateway.router)
+    app.include_router(customers.router)
+    app.include_router(ops.router)
+    app.add_exception_handler(gateway.Rejected, gateway.rejected_handler)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        body = exc.detail if isinstance(exc.detail, dict) else {"error": exc.detail}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,132 @@
+"""HTTP door out: the unified profile and the contact history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from events.envelope import normalise_email, normalise_phone, normalise_uuid
+from projections.contacts import store as contacts
+from projections.identity import store as identity
+from projections.profile import fold, store as profiles
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"])
+
+
+async def connection(request: Request):
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn:
+        yield conn
+
+
+Conn = Annotated[AsyncConnection, Depends(connection)]
+
+
+def present(p: fold.Profile, root: str, members: list[str]) -> dict[str, Any]:
+    ext: dict[str, list[str]] = {}
+    for system, value in sorted(p.external_ids):
+        ext.setdefault(system, []).append(value)
+    return {
+        "customer_id": root,
+        "merged_ids": [m for m in members if m != root],
+        "identifiers": {"emails": sorted(p.emails), "phones": sorted(p.phones), "external_ids": ext},
+        "attributes": {k: v for k, (_, v) in sorted(p.attributes.items())},
+        "first_seen": p.first_seen,
+        "last_seen": p.last_seen,
+        "events_count": p.events_count,
+        "counts": {"by_channel": dict(sorted(p.by_channel.items())),
+                   "by_type": dict(sorted(p.by_type.items()))},
+        "orders": {"count": p.orders_count,
+                   "spend": {c: str(a) for c, a in sorted(p.spend.items())}},
+        "complaints": {"open": p.open_complaints,
+                       "all": {k: {"status": s, "occurred_at": st[0]}
+                               for k, (st, s) in sorted(p.complaints.items())}},
+        "last_contact": p.last_contact[1] if p.last_contact else None,
+    }
+
+
+async def _cluster(conn: AsyncConnection, customer_id: str) -> tuple[str, list[str]]:
+    try:
+        customer_id = normalise_uuid(customer_id)
+    except ValueError:
+        raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id}) from None
+    found = await identity.cluster(conn, customer_id)
+    if found is None:
+        raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id})
+    return found
+
+
+async def profile_of(conn: AsyncConnection, customer_id: str) -> dict[str, Any] | None:
+    root, members = await _cluster(conn, customer_id)
+    rows = await profiles.load(conn, members)
+    if not rows:
+        return None
+    merged = fold.empty(root)
+    for p in rows.values():
+        merged = fold.merge(merged, p, root)
+    return present(merged, root, members)
+
+
+@router.get("/{customer_id}")
+async def read_customer(customer_id: str, conn: Conn) -> dict[str, Any]:
+    profile = await profile_of(conn, customer_id)
+    if profile is None:
+        raise HTTPException(404, {"error": "no profile yet for this customer", "customer_id": customer_id})
+    return profile
+
+
+def _key(email: str | None, phone: str | None, external_id: str | None) -> str:
+    given = [(n, v) for n, v in (("email", email), ("phone", phone), ("external_id", external_id)) if v]
+    if len(given) != 1:
+        raise HTTPException(400, {"error": "give exactly one of email, phone or external_id"})
+    name, value = given[0]
+    try:
+        if name == "email":
+            return f"email:{normalise_email(value)}"
+        if name == "phone":
+            return f"phone:{normalise_phone(value)}"
+        system, _, ident = value.partition(":")
+        if not system or not ident:
+            raise ValueError("external_id must look like <system>:<id>")
+        return f"ext:{system}:{ident.strip()}"
+    except ValueError as exc:
+        raise HTTPException(400, {"error": str(exc), "field": name}) from None
+
+
+@router.get("")
+async def find_customers(conn: Conn, email: str | None = None, phone: str | None = None,
+                         external_id: str | None = None) -> dict[str, Any]:
+    """Look a customer up by an identifier; ``items`` is empty when nobody has it."""
+    customer = await identity.find(conn, _key(email, phone, external_id))
+    profile = await profile_of(conn, customer) if customer else None
+    return {"items": [profile] if profile else []}
+
+
+@router.get("/{customer_id}/timeline")
+async def list_timeline(
+    customer_id: str, conn: Conn,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+    type: Annotated[list[str] | None, Query()] = None,  # noqa: A002 - the public parameter name
+    channel: Annotated[list[str] | None, Query()] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    root, members = await _cluster(conn, customer_id)
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.utcoffset() is None:
+            raise HTTPException(400, {"error": f"{name} must include a timezone offset", "field": name})
+    split = lambda vs: [v for s in vs for v in s.split(",") if v] if vs else None  # noqa: E731
+    try:
+        rows, next_cursor = await contacts.timeline(
+            conn, members, limit=limit, cursor=cursor, types=split(type), channels=split(channel),
+            since=since, until=until)
+    except ValueError as exc:
+        raise HTTPException(400, {"error": str(exc), "field": "cursor"}) from None
+    items = [{**r, "event_id": str(r["event_id"]), "customer_id": str(r["customer_id"]),
+              "occurred_at": r["occurred_at"].isoformat()} for r in rows]
+    return {"customer_id": root, "items": items, "next_cursor": next_cursor}

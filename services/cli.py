@@ -1,0 +1,72 @@
+"""The `touchstream` command: run the platform, a worker, the API, or regenerate schemas."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from services.config import get_settings
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from services.processors.app import run_worker
+
+    stages = args.stages.split(",") if args.stages else None
+    sys.argv = [sys.argv[0], "worker"]  # faust's Worker reads its own command line
+    run_worker(get_settings(), stages, loglevel=args.loglevel)
+
+
+def _api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from services.api.app import create_app
+
+    s = get_settings()
+    uvicorn.run(create_app(s), host=args.host or s.http_host, port=args.port or s.http_port,
+                log_level=args.loglevel, access_log=False)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from services.platform import run_platform
+
+    run_platform(get_settings(), sample=not args.no_sample, customers=args.customers,
+                 events=args.events, seed=args.seed)
+
+
+def _schemas(args: argparse.Namespace) -> None:
+    from events import schemas
+
+    sys.exit(schemas.main(["--check"] if args.check else []))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="touchstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="the whole platform in the foreground, with sample data")
+    p.add_argument("--no-sample", action="store_true", help="do not publish the sample")
+    p.add_argument("--customers", type=int, default=3000)
+    p.add_argument("--events", type=int, default=30000)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=_run)
+    p = sub.add_parser("worker", help="a processor worker (needs a configured broker and database)")
+    p.add_argument("--stages", default="", help="comma-separated: identity,projections (default all)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=_worker)
+    p = sub.add_parser("api", help="the HTTP gateway and API (needs a configured broker and database)")
+    p.add_argument("--host", default="")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=_api)
+    p = sub.add_parser("schemas", help="write schemas/ from the event models (--check: compare)")
+    p.add_argument("--check", action="store_true")
+    p.set_defaults(func=_schemas)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""One Settings object, read from the environment (prefix-free names, as operators expect)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Where things run. Empty means: start the embedded server under state_dir.
+    kafka_bootstrap_servers: str = ""
+    database_url: str = ""
+    state_dir: Path = Path(".touchstream")
+
+    # Topics.
+    topic_prefix: str = ""
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)
+
+    # Doors.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    batch_max_events: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(5_000_000, ge=1024)
+    produce_timeout_s: float = 10.0
+
+    # Processors.
+    consumer_group_prefix: str = "touchstream"
+    batch_max_records: int = Field(5000, ge=1)
+    batch_timeout_ms: int = Field(100, ge=1)
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    identity_cache_size: int = Field(500_000, ge=0)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def raw_topic(self) -> str:
+        return self.topic("touchpoints.raw")
+
+    @property
+    def log_topic(self) -> str:
+        return self.topic("touchpoints")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic("touchpoints.dlq")
+
+    def group(self, processor: str) -> str:
+        return f"{self.consumer_group_prefix}.{processor}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,131 @@
+"""HTTP door in: touchpoints are accepted only once the broker has acknowledged them (acks=all)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
+
+from events import (
+    InvalidEvent,
+    Touchpoint,
+    TouchpointEvent,
+    dump_touchpoint,
+    parse_touchpoint,
+    with_recorded_at,
+)
+from services.config import Settings
+from services.metrics import ACCEPTED, REJECTED
+
+router = APIRouter(prefix="/v1", tags=["gateway"])
+_SCHEMA = TypeAdapter(Touchpoint).json_schema(ref_template="#/components/schemas/{model}")
+_ONE = {"requestBody": {"required": True, "content": {"application/json": {"schema": _SCHEMA}}}}
+_MANY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["events"],
+    "properties": {"events": {"type": "array", "items": _SCHEMA}}}}}}}
+
+
+def partition_key(event: TouchpointEvent) -> bytes:
+    """Any customer identifier; the identity stage re-keys by canonical customer id."""
+    c = event.customer
+    ext = next(iter(sorted(c.external_ids.items())), None)
+    key = c.customer_id or c.email or c.phone or (f"{ext[0]}:{ext[1]}" if ext else "")
+    return key.encode()
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def _problem(status: int, error: str, **extra: Any) -> Rejected:
+    return Rejected(status, {"error": error, **extra})
+
+
+def _validate(items: list[Any], door: str) -> list[TouchpointEvent]:
+    now = datetime.now(UTC)
+    events, errors = [], []
+    for index, item in enumerate(items):
+        try:
+            events.append(with_recorded_at(parse_touchpoint(item), now))
+        except InvalidEvent as exc:
+            errors += [{"index": index, **e} for e in exc.errors]
+    if errors:
+        for e in errors:
+            REJECTED.labels(door, "invalid").inc()
+        raise _problem(422, "validation failed", errors=errors)
+    return events
+
+
+async def _publish(producer: AIOKafkaProducer, settings: Settings, events: list[TouchpointEvent],
+                   door: str) -> list[str]:
+    """Send all, wait for every ack; on failure say which were acknowledged (ids make retries safe)."""
+    async def send(e: TouchpointEvent):
+        fut = await producer.send(settings.raw_topic, key=partition_key(e), value=dump_touchpoint(e))
+        return await fut
+
+    results = await asyncio.gather(
+        *(asyncio.wait_for(send(e), settings.produce_timeout_s) for e in events),
+        return_exceptions=True)
+    acked = [e.event_id for e, r in zip(events, results, strict=True) if not isinstance(r, BaseException)]
+    ACCEPTED.labels(door).inc(len(acked))
+    if len(acked) < len(events):
+        REJECTED.labels(door, "broker_unavailable").inc(len(events) - len(acked))
+        raise Rejected(503, {"error": "the event broker did not acknowledge the events; retry",
+                             "accepted_event_ids": acked},
+                       {"Retry-After": "5"})
+    return acked
+
+
+async def _json(request: Request) -> Any:
+    body = await request.body()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _problem(422, "validation failed",
+                       errors=[{"index": 0, "field": "", "reason": f"not valid JSON: {exc}"}]) from None
+
+
+def get_producer(request: Request) -> AIOKafkaProducer:
+    return request.app.state.producer
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+Producer = Annotated[AIOKafkaProducer, Depends(get_producer)]
+Config = Annotated[Settings, Depends(get_settings)]
+
+
+@router.post("/touchpoints", status_code=202, openapi_extra=_ONE)
+async def publish_touchpoint(request: Request, producer: Producer, settings: Config) -> dict:
+    events = _validate([await _json(request)], "http")
+    return {"accepted": await _publish(producer, settings, events, "http")}
+
+
+@router.post("/touchpoints/batch", status_code=202, openapi_extra=_MANY)
+async def publish_batch(request: Request, producer: Producer, settings: Config) -> dict:
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise _problem(422, "validation failed",
+                       errors=[{"index": None, "field": "events", "reason": "must be a list of events"}])
+    items = body["events"]
+    if not items or len(items) > settings.batch_max_events:
+        raise _problem(422, "validation failed", errors=[{
+            "index": None, "field": "events",
+            "reason": f"must hold 1 to {settings.batch_max_events} events, got {len(items)}"}])
+    events = _validate(items, "http_batch")
+    return {"accepted": await _publish(producer, settings, events, "http_batch")}
+
+
+def rejected_handler(_: Request, exc: Rejected) -> JSONResponse:
+    return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+
+

@@ -1,0 +1,59 @@
+"""Broker and database, embedded or configured, started and stopped in one place."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from services.config import Settings
+from services.infra.broker import EmbeddedBroker
+from services.infra.database import EmbeddedDatabase
+from services.infra.topics import ensure_topics
+
+
+class Infra:
+    """Resolves where the broker and database are; starts embedded ones only when unconfigured."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.broker: EmbeddedBroker | None = None
+        self.database: EmbeddedDatabase | None = None
+
+    def start(self) -> Settings:
+        s = self.settings
+        updates: dict[str, str] = {}
+        if not s.kafka_bootstrap_servers:
+            self.broker = EmbeddedBroker(s.state_dir).start()
+            updates["kafka_bootstrap_servers"] = self.broker.bootstrap_servers
+        if not s.database_url:
+            self.database = EmbeddedDatabase(s.state_dir).start()
+            updates["database_url"] = self.database.url
+        self.settings = s.model_copy(update=updates)
+        ensure_topics(self.settings)
+        from services.store import migrate
+
+        migrate(self.settings.database_url)
+        return self.settings
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for child processes: they use what we started and start nothing."""
+        return {**os.environ,
+                "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap_servers,
+                "DATABASE_URL": self.settings.database_url}
+
+    def stop(self) -> None:
+        if self.broker:
+            self.broker.stop()
+        if self.database:
+            self.database.stop()
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[Infra]:
+    infra = Infra(settings)
+    try:
+        infra.start()
+        yield infra
+    finally:
+        infra.stop()

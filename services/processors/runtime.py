@@ -1,0 +1,182 @@
+"""The processor runtime shared by all stages: batches in, one PostgreSQL transaction out.
+
+For each batch: lock the tracking rows of its partitions, drop records at or below the committed
+offsets, let the handler write its effects, save the new offsets, commit. On assignment a
+consumer seeks to the tracked offset + 1 (Kafka's committed offsets are only a hint), so
+redelivery after a crash or a rebalance never applies an effect twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Protocol
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from mode import Service
+
+from services import store
+from services.config import Settings
+from services.metrics import BATCH_SECONDS, LAG, PROCESSED
+
+log = logging.getLogger(__name__)
+
+
+class Handler(Protocol):
+    name: str
+    topic: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def handle(self, conn: psycopg.AsyncConnection, records: list[ConsumerRecord]) -> None:
+        """Write the effects of ``records`` inside the caller's transaction."""
+
+
+class _SeekToTracked(ConsumerRebalanceListener):
+    def __init__(self, processor: BatchProcessor):
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.processor.assigned = set()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.processor.seek_to_tracked(assigned)
+
+
+class BatchProcessor(Service):
+    """Consumes one topic in a consumer group and hands whole batches to a handler."""
+
+    def __init__(self, settings: Settings, handler: Handler, **kwargs):
+        self.settings = settings
+        self.handler = handler
+        self.assigned: set[TopicPartition] = set()
+        self.processed = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+        self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._next: dict[int, int] = {}
+        self._beat = 0.0
+        super().__init__(**kwargs)
+
+    @property
+    def label(self) -> str:
+        return f"processor:{self.handler.name}"
+
+    async def connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self.settings.database_url)
+        return self._conn
+
+    async def on_start(self) -> None:
+        s = self.settings
+        await self.handler.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            group_id=s.group(self.handler.name),
+            client_id=f"touchstream-{self.handler.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        self._consumer.subscribe([self.handler.topic], listener=_SeekToTracked(self))
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._conn is not None and not self._conn.closed:
+            async with self._conn.transaction():
+                await store.heartbeat(self._conn, self.handler.name, self._worker_id, None)
+        await self.handler.stop()
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def seek_to_tracked(self, assigned: set[TopicPartition]) -> None:
+        assert self._consumer is not None
+        conn = await self.connection()
+        async with conn.transaction():
+            tracked = await store.read_positions(conn, self.handler.name, self.handler.topic)
+        for tp in assigned:
+            offset = tracked.get(tp.partition, -1)
+            if offset >= 0:
+                self._consumer.seek(tp, offset + 1)
+            else:
+                await self._consumer.seek_to_beginning(tp)
+        self.assigned = set(assigned)
+        self._beat = 0.0
+        log.info("%s assigned %s", self.handler.name, sorted(tp.partition for tp in assigned))
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        s = self.settings
+        while not self.should_stop:
+            batches = await self._consumer.getmany(timeout_ms=s.batch_timeout_ms,
+                                                   max_records=s.batch_max_records)
+            records = [r for rs in batches.values() for r in rs]
+            last: dict[int, int] = {}
+            if records:
+                last = await self._process_until_done(records)
+            self._report_lag(last)
+            await self._heartbeat()
+
+    async def _process_until_done(self, records: list[ConsumerRecord]) -> dict[int, int]:
+        """Retry a batch until it commits: an outage stalls the partition, it never skips it."""
+        delay = 0.1
+        while True:
+            try:
+                return await self.process(records)
+            except (psycopg.OperationalError, psycopg.errors.SerializationFailure,
+                    psycopg.errors.DeadlockDetected, OSError, asyncio.TimeoutError) as exc:
+                log.warning("%s: batch failed (%s), retrying in %.1fs", self.handler.name, exc, delay)
+                if self._conn is not None and self._conn.closed:
+                    self._conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def process(self, records: list[ConsumerRecord]) -> dict[int, int]:
+        name, topic = self.handler.name, self.handler.topic
+        started = time.perf_counter()
+        last: dict[int, int] = {}
+        for r in records:
+            last[r.partition] = max(r.offset, last.get(r.partition, -1))
+        conn = await self.connection()
+        async with conn.transaction():
+            committed = await store.lock_positions(conn, name, topic, sorted(last))
+            fresh = [r for r in records if r.offset > committed.get(r.partition, -1)]
+            if fresh:
+                await self.handler.handle(conn, fresh)
+            await store.save_positions(conn, name, topic, last)
+        self.processed += len(fresh)
+        PROCESSED.labels(name).inc(len(fresh))
+        BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+        return last
+
+    def _report_lag(self, last: dict[int, int]) -> None:
+        """Lag from the high watermark of fetch responses (never from ListOffsets)."""
+        assert self._consumer is not None
+        self._next.update({p: o + 1 for p, o in last.items()})
+        for tp in self.assigned:
+            high = self._consumer.highwater(tp)
+            if high is not None and tp.partition in self._next:
+                LAG.labels(self.handler.name, str(tp.partition)).set(max(high - self._next[tp.partition], 0))
+
+    async def _heartbeat(self) -> None:
+        """Tell readers (``/readyz``) which partitions this worker holds."""
+        if time.monotonic() - self._beat < 2.0:
+            return
+        self._beat = time.monotonic()
+        conn = await self.connection()
+        async with conn.transaction():
+            await store.heartbeat(conn, self.handler.name, self._worker_id,
+                                  sorted(tp.partition for tp in self.assigned))

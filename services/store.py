@@ -1,0 +1,116 @@
+"""Schema migration and the runtime's own tables: tracking positions and processed event ids."""
+
+from __future__ import annotations
+
+import psycopg
+
+RUNTIME_DDL = """
+CREATE TABLE IF NOT EXISTS ts_tracking (
+    processor  text    NOT NULL,
+    topic      text    NOT NULL,
+    partition  int     NOT NULL,
+    "offset"   bigint  NOT NULL,           -- last offset whose effects are committed; -1: none
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (processor, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS ts_workers (
+    processor    text NOT NULL,
+    worker_id    text NOT NULL,
+    partitions   int[] NOT NULL,
+    heartbeat_at timestamptz NOT NULL,
+    PRIMARY KEY (processor, worker_id)
+);
+CREATE TABLE IF NOT EXISTS ts_processed_events (
+    processor text NOT NULL,
+    event_id  uuid NOT NULL,
+    PRIMARY KEY (processor, event_id)
+);
+"""
+
+_MIGRATION_LOCK = 7_201_501
+
+
+def all_ddl() -> list[str]:
+    from projections.contacts.store import DDL as CONTACTS
+    from projections.identity.store import DDL as IDENTITY
+    from projections.profile.store import DDL as PROFILE
+    from services.processors.dlq import DDL as DEAD_LETTERS
+
+    return [RUNTIME_DDL, IDENTITY, PROFILE, CONTACTS, DEAD_LETTERS]
+
+
+def migrate(url: str) -> None:
+    """Create every table once; safe when several processes start at the same time."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            for ddl in all_ddl():
+                conn.execute(ddl)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+async def lock_positions(conn: psycopg.AsyncConnection, processor: str, topic: str,
+                         partitions: list[int]) -> dict[int, int]:
+    """Lock the tracking rows of a batch's partitions and return their committed offsets.
+
+    The lock serialises two workers that briefly own the same partition during a rebalance;
+    the offsets let the caller skip records whose effects are already committed.
+    """
+    await conn.execute(
+        'INSERT INTO ts_tracking (processor, topic, partition, "offset") '
+        "SELECT %s, %s, p, -1 FROM unnest(%s::int[]) AS p ON CONFLICT DO NOTHING",
+        (processor, topic, partitions))
+    cur = await conn.execute(
+        'SELECT partition, "offset" FROM ts_tracking WHERE processor = %s AND topic = %s '
+        "AND partition = ANY(%s) ORDER BY partition FOR UPDATE", (processor, topic, partitions))
+    return dict(await cur.fetchall())
+
+
+async def save_positions(conn: psycopg.AsyncConnection, processor: str, topic: str,
+                         offsets: dict[int, int]) -> None:
+    await conn.execute(
+        'UPDATE ts_tracking t SET "offset" = v.o, updated_at = now() '
+        "FROM unnest(%s::int[], %s::bigint[]) AS v(p, o) "
+        "WHERE t.processor = %s AND t.topic = %s AND t.partition = v.p",
+        (list(offsets), list(offsets.values()), processor, topic))
+
+
+async def read_positions(conn: psycopg.AsyncConnection, processor: str, topic: str) -> dict[int, int]:
+    cur = await conn.execute(
+        'SELECT partition, "offset" FROM ts_tracking WHERE processor = %s AND topic = %s',
+        (processor, topic))
+    return dict(await cur.fetchall())
+
+
+async def first_seen(conn: psycopg.AsyncConnection, processor: str, event_ids: list[str]) -> set[str]:
+    """Record event ids as processed; return those not processed before (de-duplication)."""
+    cur = await conn.execute(
+        "INSERT INTO ts_processed_events (processor, event_id) "
+        "SELECT %s, e FROM unnest(%s::uuid[]) AS e ON CONFLICT DO NOTHING RETURNING event_id",
+        (processor, event_ids))
+    return {str(r[0]) for r in await cur.fetchall()}
+
+
+async def heartbeat(conn: psycopg.AsyncConnection, processor: str, worker_id: str,
+                    partitions: list[int] | None) -> None:
+    """Record which partitions a worker holds; ``None`` removes the worker (clean stop)."""
+    if partitions is None:
+        await conn.execute("DELETE FROM ts_workers WHERE processor = %s AND worker_id = %s",
+                           (processor, worker_id))
+        return
+    await conn.execute(
+        "INSERT INTO ts_workers VALUES (%s, %s, %s, now()) ON CONFLICT (processor, worker_id) "
+        "DO UPDATE SET partitions = excluded.partitions, heartbeat_at = now()",
+        (processor, worker_id, partitions))
+
+
+async def assigned_partitions(conn: psycopg.AsyncConnection, stale_s: float = 15.0) -> dict[str, set[int]]:
+    """Partitions held per processor by workers that reported recently."""
+    cur = await conn.execute(
+        "SELECT processor, partitions FROM ts_workers "
+        "WHERE heartbeat_at > now() - make_interval(secs => %s)", (stale_s,))
+    out: dict[str, set[int]] = {}
+    for processor, parts in await cur.fetchall():
+        out.setdefault(processor, set()).update(parts)
+    return out

@@ -1,0 +1,358 @@
+"""The event contract: what parses, how it is normalised, and how it is rejected."""
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+import phonenumbers
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from events import (
+    ENVELOPES,
+    TOUCHPOINT_TYPES,
+    Customer,
+    CustomersLinked,
+    InvalidEvent,
+    OrderPlaced,
+    dump_touchpoint,
+    identity_keys,
+    parse_touchpoint,
+    with_customer_id,
+    with_recorded_at,
+)
+from events.envelope import ATTRIBUTE, SYSTEM
+
+EVENT_ID = "0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a11"
+PAYLOADS: dict[str, dict[str, Any]] = {
+    "call": {"direction": "inbound", "duration_s": 125.5, "outcome": "answered", "agent": "kim"},
+    "email": {"direction": "outbound", "action": "opened", "subject": "Your order"},
+    "web_visit": {"url": "https://shop.example.com/p/1", "page_views": 3, "duration_s": 42.0},
+    "order": {
+        "order_id": "o-1",
+        "amount": "59.90",
+        "currency": "eur",
+        "items": [{"sku": "sku-1", "quantity": 2, "unit_price": "29.95"}],
+    },
+    "complaint": {
+        "complaint_id": "c-1",
+        "category": "delivery",
+        "severity": "high",
+        "text": "Parcel arrived damaged",
+    },
+}
+
+
+def event(type_: str = "order", **overrides: Any) -> dict[str, Any]:
+    data = {
+        "type": type_,
+        "customer": {"email": "ann@example.com"},
+        "occurred_at": "2024-05-01T10:00:00Z",
+        "channel": "web",
+        "source": "shop",
+        "payload": PAYLOADS[type_],
+    }
+    return data | overrides
+
+
+def reasons(data: Any) -> dict[str, str]:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_touchpoint(data)
+    return {error["field"]: error["reason"] for error in caught.value.errors}
+
+
+@pytest.mark.parametrize("type_", TOUCHPOINT_TYPES)
+def test_each_type_parses_from_json_and_dict(type_: str) -> None:
+    data = event(type_)
+    parsed = parse_touchpoint(orjson.dumps(data))
+    assert isinstance(parsed, ENVELOPES[type_])
+    assert parsed.type == type_
+    assert parsed.schema_version == 1
+    assert parse_touchpoint(data).payload == parsed.payload
+
+
+def test_email_is_trimmed_and_lower_cased() -> None:
+    parsed = parse_touchpoint(event(customer={"email": " Ann@Example.COM "}))
+    assert parsed.customer.email == "ann@example.com"
+
+
+@pytest.mark.parametrize("phone", ["+44 20 7946 0958", "00442079460958", "+44 (0)20 7946-0958"])
+def test_phone_is_normalised_to_e164(phone: str) -> None:
+    assert parse_touchpoint(event(customer={"phone": phone})).customer.phone == "+442079460958"
+
+
+def test_phone_without_country_code_is_rejected() -> None:
+    reason = reasons(event(customer={"phone": "020 7946 0958"}))["customer.phone"]
+    assert reason == "phone must be in international format (+<country code>...)"
+
+
+@pytest.mark.parametrize("phone", ["+44 20 7946", "+999 1234567", "+not a number"])
+def test_invalid_phone_number_is_rejected(phone: str) -> None:
+    assert reasons(event(customer={"phone": phone}))["customer.phone"].startswith("phone is not")
+
+
+def test_email_must_look_like_an_email() -> None:
+    assert "email" in reasons(event(customer={"email": "ann at example"}))["customer.email"]
+
+
+def test_naive_occurred_at_is_rejected() -> None:
+    reason = reasons(event(occurred_at="2024-05-01T10:00:00"))["occurred_at"]
+    assert reason == "occurred_at must include a timezone offset"
+
+
+def test_offset_is_converted_to_utc() -> None:
+    parsed = parse_touchpoint(event(occurred_at="2024-05-01T12:30:00+02:00"))
+    assert parsed.occurred_at == datetime(2024, 5, 1, 10, 30, tzinfo=UTC)
+    assert parsed.occurred_at.utcoffset() == timedelta(0)
+    assert orjson.loads(dump_touchpoint(parsed))["occurred_at"] == "2024-05-01T10:30:00Z"
+
+
+def test_occurred_at_far_in_the_future_is_rejected() -> None:
+    soon = datetime.now(UTC) + timedelta(hours=23)
+    assert parse_touchpoint(event(occurred_at=soon.isoformat())).occurred_at == soon
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    assert "1 day in the future" in reasons(event(occurred_at=later))["occurred_at"]
+
+
+@pytest.mark.parametrize("customer", [{}, {"external_ids": {}}, {"attributes": {"name": "Ann"}}])
+def test_customer_without_identifier_is_rejected(customer: dict[str, Any]) -> None:
+    assert reasons(event(customer=customer)) == {
+        "customer": "customer needs at least one identifier "
+        "(customer_id, email, phone or external_ids)"
+    }
+
+
+def test_external_ids_and_attributes_are_checked() -> None:
+    customer = {"external_ids": {"crm": " 42 "}, "attributes": {"name": "Ann", "vip": True}}
+    assert parse_touchpoint(event(customer=customer)).customer.external_ids == {"crm": "42"}
+    bad = {"external_ids": {"CRM": "42"}, "attributes": {"tags": ["a"], "Name": "Ann"}}
+    errors = reasons(event(customer=bad))
+    assert errors["customer.external_ids.CRM"].startswith("invalid key")
+    assert errors["customer.attributes.Name"].startswith("invalid key")
+    assert errors["customer.attributes.tags"] == (
+        "attribute values must be a string, number, boolean or null"
+    )
+
+
+def test_unknown_type_is_rejected_naming_the_allowed_types() -> None:
+    reason = reasons(event() | {"type": "fax"})["type"]
+    assert "'fax'" in reason
+    assert all(type_ in reason for type_ in TOUCHPOINT_TYPES)
+    data = event()
+    del data["type"]
+    assert "call, email, web_visit, order, complaint" in reasons(data)["type"]
+
+
+def test_extra_fields_are_rejected_on_envelope_and_payload() -> None:
+    payload = PAYLOADS["call"] | {"colour": "red"}
+    errors = reasons(event("call", nickname="annie", payload=payload))
+    assert errors == {
+        "nickname": "Extra inputs are not permitted",
+        "payload.colour": "Extra inputs are not permitted",
+    }
+
+
+def test_negative_amount_names_the_field() -> None:
+    errors = reasons(event(payload=PAYLOADS["order"] | {"amount": "-1"}))
+    assert list(errors) == ["payload.amount"]
+
+
+def test_order_amounts_are_decimals_dumped_as_strings() -> None:
+    parsed = parse_touchpoint(event())
+    assert isinstance(parsed.payload, OrderPlaced)
+    assert parsed.payload.amount == Decimal("59.90")
+    assert parsed.payload.currency == "EUR"
+    dumped = orjson.loads(dump_touchpoint(parsed))["payload"]
+    assert dumped["amount"] == "59.90"
+    assert dumped["items"][0]["unit_price"] == "29.95"
+    assert "payload.currency" in reasons(event(payload=PAYLOADS["order"] | {"currency": "euro"}))
+
+
+def test_web_visit_url_must_be_http() -> None:
+    payload = PAYLOADS["web_visit"] | {"url": "ftp://example.com"}
+    assert "payload.url" in reasons(event("web_visit", payload=payload))
+
+
+def test_events_are_frozen() -> None:
+    parsed = parse_touchpoint(event())
+    with pytest.raises(ValidationError):
+        parsed.source = "other"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        parsed.payload.amount = Decimal(1)  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):
+        parsed.customer.email = "bob@example.com"  # type: ignore[misc]
+
+
+def test_event_id_is_generated_when_missing_and_kept_when_given() -> None:
+    first, second = parse_touchpoint(event()), parse_touchpoint(event())
+    assert UUID(first.event_id).version == 4
+    assert first.event_id != second.event_id
+    assert parse_touchpoint(event(event_id=EVENT_ID.upper())).event_id == EVENT_ID
+    assert reasons(event(event_id="nope")) == {"event_id": "must be a UUID"}
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"type": "order",', "not valid JSON: "),
+        ("not json", "not valid JSON: "),
+        (b"[1, 2]", "event must be a JSON object"),
+        (b'"order"', "event must be a JSON object"),
+        ([1, 2], "event must be a JSON object"),
+    ],
+)
+def test_input_that_is_not_a_json_object_is_rejected(data: Any, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_touchpoint(data)
+    assert isinstance(caught.value, ValueError)
+    [error] = caught.value.errors
+    assert error["field"] == ""
+    assert error["reason"].startswith(reason)
+
+
+def test_identity_keys_are_in_a_deterministic_order() -> None:
+    customer = Customer(
+        external_ids={"shop": "s-9", "crm": "c-1"},
+        phone="+44 20 7946 0958",
+        email="Ann@Example.com",
+        customer_id=EVENT_ID,
+    )
+    assert identity_keys(customer) == [
+        f"id:{EVENT_ID}",
+        "email:ann@example.com",
+        "phone:+442079460958",
+        "ext:crm:c-1",
+        "ext:shop:s-9",
+    ]
+    assert identity_keys(Customer(email="ann@example.com")) == ["email:ann@example.com"]
+
+
+def test_copies_set_recorded_at_and_customer_id() -> None:
+    original = parse_touchpoint(event())
+    when = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    recorded = with_recorded_at(original, when)
+    assert recorded.recorded_at == when and recorded.recorded_at.tzinfo == UTC
+    assert original.recorded_at is None
+    with pytest.raises(ValueError, match="timezone"):
+        with_recorded_at(original, datetime(2024, 5, 1))
+    linked = with_customer_id(original, EVENT_ID.upper())
+    assert linked.customer.customer_id == EVENT_ID
+    assert linked.customer.email == "ann@example.com"
+    assert original.customer.customer_id is None
+    assert parse_touchpoint(dump_touchpoint(linked)) == linked
+
+
+def test_customers_linked() -> None:
+    other = "5f0c3f9e-8a53-4c4e-b0a9-4bb6a5c7e0d2"
+    linked = CustomersLinked(
+        customer_id=EVENT_ID, merged_ids=(other,), reason="same email", keys=("email:a@b.co",)
+    )
+    assert linked.merged_ids == (other,)
+    with pytest.raises(ValidationError, match="survivor"):
+        CustomersLinked(customer_id=EVENT_ID, merged_ids=(EVENT_ID,), reason="same email")
+    with pytest.raises(ValidationError):
+        CustomersLinked(customer_id=EVENT_ID, merged_ids=(other,), reason="x", keys=("nope",))
+
+
+# Property: every valid event survives dump -> parse unchanged.
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")), max_size=20)
+_words = _text.filter(bool)
+_phones = st.sampled_from(
+    [
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        for region in ("GB", "US", "DE", "FR", "JP", "IN", "BR")
+        if (number := phonenumbers.example_number(region))
+    ]
+)
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _text,
+)
+_customers = st.fixed_dictionaries(
+    {"external_ids": st.dictionaries(st.from_regex(SYSTEM, fullmatch=True), _words, max_size=3)},
+    optional={
+        "customer_id": st.uuids().map(str),
+        "email": st.from_regex(r"[A-Za-z0-9._]{1,12}@[a-z]{1,12}\.(com|org|de)", fullmatch=True),
+        "phone": _phones,
+        "attributes": st.dictionaries(
+            st.from_regex(ATTRIBUTE, fullmatch=True), _scalars, max_size=5
+        ),
+    },
+).filter(lambda c: c["external_ids"] or {"customer_id", "email", "phone"} & c.keys())
+_seconds = st.floats(0, 86400)
+_money = st.decimals(0, Decimal("9999999999.9999"), places=4)
+_payloads = {
+    "call": st.fixed_dictionaries(
+        {
+            "direction": st.sampled_from(["inbound", "outbound"]),
+            "duration_s": _seconds,
+            "outcome": st.sampled_from(["answered", "missed", "voicemail", "escalated"]),
+        },
+        optional={"agent": _words, "topic": st.none() | _text},
+    ),
+    "email": st.fixed_dictionaries(
+        {
+            "direction": st.sampled_from(["inbound", "outbound"]),
+            "action": st.sampled_from(["sent", "opened", "clicked", "bounced"]),
+        },
+        optional={"subject": _text, "campaign": _words},
+    ),
+    "web_visit": st.fixed_dictionaries(
+        {"url": _words.map(lambda path: f"https://example.com/{path}"), "duration_s": _seconds},
+        optional={"page_views": st.integers(1, 10**6), "session_id": _words},
+    ),
+    "order": st.fixed_dictionaries(
+        {
+            "order_id": _words,
+            "amount": _money,
+            "currency": st.from_regex(r"[A-Za-z]{3}", fullmatch=True),
+            "items": st.lists(
+                st.fixed_dictionaries(
+                    {"sku": _words, "quantity": st.integers(1, 99), "unit_price": _money}
+                ),
+                max_size=3,
+            ),
+        },
+        optional={"status": st.sampled_from(["placed", "cancelled", "refunded"])},
+    ),
+    "complaint": st.fixed_dictionaries(
+        {
+            "complaint_id": _words,
+            "category": _words,
+            "severity": st.sampled_from(["low", "medium", "high", "critical"]),
+            "text": _words,
+        }
+    ),
+}
+_offsets = st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5.5))])
+_events = st.sampled_from(TOUCHPOINT_TYPES).flatmap(
+    lambda type_: st.fixed_dictionaries(
+        {
+            "type": st.just(type_),
+            "customer": _customers,
+            "occurred_at": st.datetimes(
+                datetime(2000, 1, 1), datetime(2024, 1, 1), timezones=_offsets
+            ),
+            "channel": st.sampled_from(["web", "phone", "email", "store", "app", "chat", "sms"]),
+            "source": _words,
+            "payload": _payloads[type_],
+        },
+        optional={"event_id": st.uuids().map(str), "recorded_at": st.none()},
+    )
+)
+
+
+@given(_events)
+def test_dump_then_parse_round_trips(data: dict[str, Any]) -> None:
+    parsed = parse_touchpoint(data)
+    dumped = dump_touchpoint(parsed)
+    assert parse_touchpoint(dumped) == parsed
+    assert dump_touchpoint(parse_touchpoint(dumped)) == dumped
