@@ -5,6 +5,7 @@ from events.codec import (
     dump_touchpoint,
     error_details,
     parse_touchpoint,
+    routing_key,
     with_customer_id,
     with_recorded_at,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "error_details",
     "identity_keys",
     "parse_touchpoint",
+    "routing_key",
     "with_customer_id",
     "with_recorded_at",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "error_details",
     "identity_keys",
     "parse_touchpoint",
+    "routing_key",
     "with_customer_id",
     "with_recorded_at",
 ]
@@ -82,3 +83,11 @@ def _detail(error: Any) -> dict[str, str]:
     elif not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
         return dict(_NOT_OBJECT)
     return {"field": ".".join(str(part) for part in loc), "reason": reason}
+
+
+def routing_key(event: TouchpointEvent) -> bytes:
+    """The key of a raw touchpoint: any identifier (the identity stage re-keys by customer)."""
+    c = event.customer
+    ext = min(c.external_ids.items(), default=None)
+    key = c.customer_id or c.email or c.phone or (f"{ext[0]}:{ext[1]}" if ext else "")
+    return key.encode()

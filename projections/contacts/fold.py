@@ -35,8 +35,9 @@ def _web_visit(p: dict) -> str:
 
 def _order(p: dict) -> str:
     items = len(p.get("items") or [])
-    verb = {"placed": "placed", "cancelled": "cancelled", "refunded": "refunded"}[p.get("status", "placed")]
-    return f"Order {p['order_id']} {verb}: {p['amount']} {p['currency']}, {items} item{'s' if items != 1 else ''}"
+    plural = "s" if items != 1 else ""
+    status = p.get("status", "placed")
+    return f"Order {p['order_id']} {status}: {p['amount']} {p['currency']}, {items} item{plural}"
 
 
 def _complaint(p: dict) -> str:

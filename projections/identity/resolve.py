@@ -54,8 +54,9 @@ def resolve(batch: list[tuple[str, list[str]]], known: dict[str, tuple[str, str]
         roots = sorted({root(owner[k]) for k in keys if k in owner})
         if not roots:
             cid = new_customer_id(keys)
-            canon[cid] = cid
-            out.new_customers.append(cid)
+            if cid not in canon:  # an ``id:`` key may name a customer already in the graph
+                canon[cid] = cid
+                out.new_customers.append(cid)
         else:
             cid = roots[0]
             for other in roots[1:]:

@@ -41,6 +41,13 @@ async def known(conn: psycopg.AsyncConnection, keys: list[str]) -> dict[str, tup
         "SELECT k.key, k.customer_id::text, c.canonical_id::text FROM identity_keys k "
         "JOIN identity_customers c USING (customer_id) WHERE k.key = ANY(%s)", (keys,))
     found = {k: (c, cc) for k, c, cc in await cur.fetchall()}
+    # A customer id the API handed out names a customer even when no event carried it as a key.
+    named = [k[3:] for k in keys if k.startswith("id:") and k not in found]
+    if named:
+        cur = await conn.execute(
+            "SELECT customer_id::text, canonical_id::text FROM identity_customers "
+            "WHERE customer_id = ANY(%s::uuid[])", (named,))
+        found.update({f"id:{c}": (c, cc) for c, cc in await cur.fetchall()})
     # Follow canonical chains (a merged customer's survivor may itself have been merged).
     pending = {cc for _, cc in found.values() if cc not in {c for c, _ in found.values()}}
     while pending:

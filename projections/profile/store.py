@@ -6,6 +6,7 @@ never rewrites stored rows and can later be undone.
 
 from __future__ import annotations
 
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +21,7 @@ CREATE TABLE IF NOT EXISTS profiles (
     emails          text[]  NOT NULL,
     phones          text[]  NOT NULL,
     external_ids    jsonb   NOT NULL,    -- {"crm": ["C1"], ...}
-    attributes      jsonb   NOT NULL,    -- {"name": {"value": "Ann", "occurred_at": "...", "event_id": "..."}}
+    attributes      jsonb   NOT NULL,    -- {"name": {"value": "Ann", "occurred_at": .., "event_id": ..}}
     first_seen      timestamptz,
     last_seen       timestamptz,
     events_count    bigint  NOT NULL,
@@ -62,9 +63,11 @@ def to_row(p: Profile) -> tuple:
 
 def _iso(value: Any) -> str | None:
     """Timestamps read back in the log's canonical form (UTC, microseconds, 'Z')."""
-    if value is None:
-        return None
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if not isinstance(value, str) else value
+    if value is None or isinstance(value, str):
+        return value
+    # psycopg returns timestamptz in the session's TimeZone, which need not be UTC.
+    value = value.astimezone(UTC) if value.tzinfo is not None else value
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def from_row(r: dict[str, Any]) -> Profile:

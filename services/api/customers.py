@@ -12,7 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 from events.envelope import normalise_email, normalise_phone, normalise_uuid
 from projections.contacts import store as contacts
 from projections.identity import store as identity
-from projections.profile import fold, store as profiles
+from projections.profile import fold
+from projections.profile import store as profiles
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 

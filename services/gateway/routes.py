@@ -18,6 +18,7 @@ from events import (
     TouchpointEvent,
     dump_touchpoint,
     parse_touchpoint,
+    routing_key,
     with_recorded_at,
 )
 from services.config import Settings
@@ -29,14 +30,6 @@ _ONE = {"requestBody": {"required": True, "content": {"application/json": {"sche
 _MANY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["events"],
     "properties": {"events": {"type": "array", "items": _SCHEMA}}}}}}}
-
-
-def partition_key(event: TouchpointEvent) -> bytes:
-    """Any customer identifier; the identity stage re-keys by canonical customer id."""
-    c = event.customer
-    ext = next(iter(sorted(c.external_ids.items())), None)
-    key = c.customer_id or c.email or c.phone or (f"{ext[0]}:{ext[1]}" if ext else "")
-    return key.encode()
 
 
 class Rejected(Exception):
@@ -57,7 +50,7 @@ def _validate(items: list[Any], door: str) -> list[TouchpointEvent]:
         except InvalidEvent as exc:
             errors += [{"index": index, **e} for e in exc.errors]
     if errors:
-        for e in errors:
+        for _e in errors:
             REJECTED.labels(door, "invalid").inc()
         raise _problem(422, "validation failed", errors=errors)
     return events
@@ -67,7 +60,7 @@ async def _publish(producer: AIOKafkaProducer, settings: Settings, events: list[
                    door: str) -> list[str]:
     """Send all, wait for every ack; on failure say which were acknowledged (ids make retries safe)."""
     async def send(e: TouchpointEvent):
-        fut = await producer.send(settings.raw_topic, key=partition_key(e), value=dump_touchpoint(e))
+        fut = await producer.send(settings.raw_topic, key=routing_key(e), value=dump_touchpoint(e))
         return await fut
 
     results = await asyncio.gather(

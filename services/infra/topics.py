@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -27,9 +28,7 @@ def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s:
         missing = [n for n in names if n not in existing]
         if missing:
             new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

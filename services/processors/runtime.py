@@ -9,6 +9,7 @@ redelivery after a crash or a rebalance never applies an effect twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -25,6 +26,8 @@ from services.config import Settings
 from services.metrics import BATCH_SECONDS, LAG, PROCESSED
 
 log = logging.getLogger(__name__)
+RETRYABLE = (TimeoutError, OSError, psycopg.OperationalError, psycopg.errors.SerializationFailure,
+             psycopg.errors.DeadlockDetected)
 
 
 class Handler(Protocol):
@@ -62,6 +65,7 @@ class BatchProcessor(Service):
         self._conn: psycopg.AsyncConnection | None = None
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._next: dict[int, int] = {}
+        self._db = asyncio.Lock()  # one connection, used by the batch loop and the rebalance listener
         self._beat = 0.0
         super().__init__(**kwargs)
 
@@ -104,9 +108,10 @@ class BatchProcessor(Service):
 
     async def seek_to_tracked(self, assigned: set[TopicPartition]) -> None:
         assert self._consumer is not None
-        conn = await self.connection()
-        async with conn.transaction():
-            tracked = await store.read_positions(conn, self.handler.name, self.handler.topic)
+        async with self._db:
+            conn = await self.connection()
+            async with conn.transaction():
+                tracked = await store.read_positions(conn, self.handler.name, self.handler.topic)
         for tp in assigned:
             offset = tracked.get(tp.partition, -1)
             if offset >= 0:
@@ -118,17 +123,29 @@ class BatchProcessor(Service):
         log.info("%s assigned %s", self.handler.name, sorted(tp.partition for tp in assigned))
 
     async def _run(self) -> None:
+        while not self.should_stop:
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never die on a partition: log, back off, and resume from the tracked positions.
+                log.exception("%s: unexpected failure; resuming from tracked offsets", self.handler.name)
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await self.seek_to_tracked(set(self.assigned))
+
+    async def _step(self) -> None:
         assert self._consumer is not None
         s = self.settings
-        while not self.should_stop:
-            batches = await self._consumer.getmany(timeout_ms=s.batch_timeout_ms,
-                                                   max_records=s.batch_max_records)
-            records = [r for rs in batches.values() for r in rs]
-            last: dict[int, int] = {}
-            if records:
-                last = await self._process_until_done(records)
-            self._report_lag(last)
-            await self._heartbeat()
+        batches = await self._consumer.getmany(timeout_ms=s.batch_timeout_ms,
+                                               max_records=s.batch_max_records)
+        records = [r for rs in batches.values() for r in rs]
+        last: dict[int, int] = {}
+        if records:
+            last = await self._process_until_done(records)
+        self._report_lag(last)
+        await self._heartbeat()
 
     async def _process_until_done(self, records: list[ConsumerRecord]) -> dict[int, int]:
         """Retry a batch until it commits: an outage stalls the partition, it never skips it."""
@@ -136,8 +153,7 @@ class BatchProcessor(Service):
         while True:
             try:
                 return await self.process(records)
-            except (psycopg.OperationalError, psycopg.errors.SerializationFailure,
-                    psycopg.errors.DeadlockDetected, OSError, asyncio.TimeoutError) as exc:
+            except RETRYABLE as exc:
                 log.warning("%s: batch failed (%s), retrying in %.1fs", self.handler.name, exc, delay)
                 if self._conn is not None and self._conn.closed:
                     self._conn = None
@@ -150,13 +166,14 @@ class BatchProcessor(Service):
         last: dict[int, int] = {}
         for r in records:
             last[r.partition] = max(r.offset, last.get(r.partition, -1))
-        conn = await self.connection()
-        async with conn.transaction():
-            committed = await store.lock_positions(conn, name, topic, sorted(last))
-            fresh = [r for r in records if r.offset > committed.get(r.partition, -1)]
-            if fresh:
-                await self.handler.handle(conn, fresh)
-            await store.save_positions(conn, name, topic, last)
+        async with self._db:
+            conn = await self.connection()
+            async with conn.transaction():
+                committed = await store.lock_positions(conn, name, topic, sorted(last))
+                fresh = [r for r in records if r.offset > committed.get(r.partition, -1)]
+                if fresh:
+                    await self.handler.handle(conn, fresh)
+                await store.save_positions(conn, name, topic, last)
         self.processed += len(fresh)
         PROCESSED.labels(name).inc(len(fresh))
         BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
@@ -176,7 +193,8 @@ class BatchProcessor(Service):
         if time.monotonic() - self._beat < 2.0:
             return
         self._beat = time.monotonic()
-        conn = await self.connection()
-        async with conn.transaction():
-            await store.heartbeat(conn, self.handler.name, self._worker_id,
-                                  sorted(tp.partition for tp in self.assigned))
+        async with self._db:
+            conn = await self.connection()
+            async with conn.transaction():
+                await store.heartbeat(conn, self.handler.name, self._worker_id,
+                                      sorted(tp.partition for tp in self.assigned))

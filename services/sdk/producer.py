@@ -1,0 +1,72 @@
+"""A small producer for channels that talk Kafka: validate locally, publish to touchpoints.raw.
+
+    from services.sdk import TouchstreamProducer
+
+    with TouchstreamProducer("broker:9092") as producer:
+        event_id = producer.publish({"type": "call", "customer": {"phone": "+442079460958"}, ...})
+        producer.flush()          # waits for acks=all; raises PublishError naming failed ids
+
+Invalid events raise ``events.InvalidEvent`` (with field and reason) before anything is sent.
+Give each event an ``event_id`` of your own when you may send it again: Touchstream counts an
+event id once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import KafkaProducer
+
+from events import TouchpointEvent, dump_touchpoint, parse_touchpoint, routing_key, with_recorded_at
+
+
+class PublishError(RuntimeError):
+    def __init__(self, failed: dict[str, BaseException]):
+        self.failed = failed
+        super().__init__(f"{len(failed)} event(s) not acknowledged by the broker: "
+                         + ", ".join(f"{i} ({e!r})" for i, e in list(failed.items())[:5]))
+
+
+class TouchstreamProducer:
+    def __init__(self, bootstrap_servers: str, topic: str = "touchpoints.raw", **kafka_config: Any):
+        config = {"acks": "all", "linger_ms": 5, "batch_size": 256 * 1024,
+                  "client_id": "touchstream-sdk", **kafka_config}
+        self.topic = topic
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
+        self._pending: list[tuple[str, Any]] = []
+
+    def publish(self, event: dict[str, Any] | TouchpointEvent) -> str:
+        """Validate and enqueue one event; returns its event id. Raises InvalidEvent."""
+        if not isinstance(event, TouchpointEvent):
+            event = parse_touchpoint(event)
+        if event.recorded_at is None:
+            event = with_recorded_at(event, datetime.now(UTC))
+        future = self._producer.send(self.topic, key=routing_key(event), value=dump_touchpoint(event))
+        self._pending.append((event.event_id, future))
+        return event.event_id
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every enqueued event is acknowledged (acks=all)."""
+        self._producer.flush(timeout)
+        failed = {}
+        for event_id, future in self._pending:
+            if not future.is_done:
+                failed[event_id] = TimeoutError("no acknowledgement in time")
+            elif future.exception is not None:
+                failed[event_id] = future.exception
+        self._pending = []
+        if failed:
+            raise PublishError(failed)
+
+    def close(self, timeout: float | None = None) -> None:
+        try:
+            self.flush(timeout)
+        finally:
+            self._producer.close(timeout)
+
+    def __enter__(self) -> TouchstreamProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,70 @@
+"""A worker killed mid-stream and restarted ends with exactly the expected rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from services.sample import SampleSpec, generate
+from services.sdk import TouchstreamProducer
+from tests.conftest import eventually
+from tests.integration.pipeline import count, rows
+
+pytestmark = pytest.mark.integration
+EVENTS = 20_000
+
+
+def _worker(settings, log_path) -> subprocess.Popen:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+           "DATABASE_URL": settings.database_url, "TOPIC_PREFIX": settings.topic_prefix,
+           "CONSUMER_GROUP_PREFIX": settings.consumer_group_prefix,
+           "BATCH_MAX_RECORDS": "1000"}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "services.cli", "worker",
+                                 "--loglevel", "warning"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+async def test_killed_worker_restarts_without_loss_or_duplicates(settings, tmp_path):
+    spec = SampleSpec(customers=2000, events=EVENTS, seed=5, end=datetime(2026, 10, 1, tzinfo=UTC))
+    with TouchstreamProducer(settings.kafka_bootstrap_servers, settings.raw_topic) as sdk:
+        for event in generate(spec):
+            sdk.publish(event)
+
+    worker = _worker(settings, tmp_path / "worker.log")
+    try:
+        # Kill it hard while both stages are part-way through the stream.
+        await eventually(lambda: _contacts_at_least(settings, 2_000), timeout_s=120)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        done_before = await count(settings, "SELECT count(*) AS n FROM contacts")
+        assert done_before < EVENTS, "the worker finished before it could be killed"
+        worker = _worker(settings, tmp_path / "worker.log")
+        await eventually(lambda: _contacts_at_least(settings, EVENTS), timeout_s=180)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+    assert await count(settings, "SELECT count(*) AS n FROM contacts") == EVENTS
+    assert await count(settings, "SELECT count(DISTINCT event_id) AS n FROM contacts") == EVENTS
+    totals = (await rows(settings, "SELECT sum(events_count)::int AS n, sum(orders_count)::int AS o "
+                                   "FROM profiles"))[0]
+    assert totals["n"] == EVENTS
+    expected_orders = sum({"placed": 1, "cancelled": -1}.get(e["payload"].get("status"), 0)
+                          for e in generate(spec) if e["type"] == "order")
+    assert totals["o"] == expected_orders
+    assert await count(settings, "SELECT count(*) AS n FROM ts_processed_events") == EVENTS
+
+
+async def _contacts_at_least(settings, n: int) -> bool:
+    return await count(settings, "SELECT count(*) AS n FROM contacts") >= n
+
+

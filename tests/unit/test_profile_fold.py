@@ -1,0 +1,283 @@
+"""The unified profile fold: feed touchpoints, assert the profile; a commutative monoid."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from projections.profile.fold import Profile, apply, empty, fold_batch, merge, of_event
+
+ANN = "6b1f0c1e-7f7a-4d6b-9a51-2c3d4e5f6a01"
+BOB = "6b1f0c1e-7f7a-4d6b-9a51-2c3d4e5f6a02"
+T1, T2, T3 = ("2026-03-01T10:00:00.000000Z", "2026-03-02T09:30:00.250000Z",
+              "2026-03-03T18:45:10.000001Z")
+
+PAYLOADS: dict[str, dict[str, Any]] = {
+    "call": {"direction": "inbound", "duration_s": 90.0, "outcome": "answered", "agent": "kim",
+             "topic": "billing"},
+    "email": {"direction": "outbound", "action": "opened", "subject": "Your order",
+              "campaign": None},
+    "web_visit": {"url": "https://shop.example.com/", "page_views": 2, "duration_s": 30.0,
+                  "referrer": None, "session_id": "s-1"},
+    "order": {"order_id": "o-1", "amount": "12.50", "currency": "EUR",
+              "items": [{"sku": "sku-1", "quantity": 1, "unit_price": "12.50"}],
+              "status": "placed"},
+    "complaint": {"complaint_id": "K-1", "category": "delivery", "severity": "high",
+                  "text": "Parcel arrived damaged", "status": "open"},
+}
+
+
+def touch(type_: str = "web_visit", *, at: str = T1, event_id: str | None = None,
+          channel: str = "web", customer_id: str = ANN, email: str | None = None,
+          phone: str | None = None, external_ids: dict[str, str] | None = None,
+          attributes: dict[str, Any] | None = None, **payload: Any) -> dict[str, Any]:
+    """A touchpoint as the projections read it from the log of record."""
+    return {
+        "event_id": event_id or str(uuid.uuid4()), "type": type_, "schema_version": 1,
+        "customer": {"customer_id": customer_id, "email": email, "phone": phone,
+                     "external_ids": external_ids or {}, "attributes": attributes or {}},
+        "occurred_at": at, "recorded_at": "2026-03-04T00:00:00.000000Z",
+        "channel": channel, "source": "test", "payload": PAYLOADS[type_] | payload,
+    }
+
+
+def fold(events: list[dict[str, Any]]) -> Profile:
+    state = None
+    for event in events:
+        state = apply(state, event)
+    assert state is not None
+    return state
+
+
+def order(amount: str, status: str = "placed", currency: str = "EUR", **kw: Any) -> dict:
+    return touch("order", amount=amount, currency=currency, status=status, **kw)
+
+
+def complaint(complaint_id: str, status: str, at: str, **kw: Any) -> dict:
+    return touch("complaint", complaint_id=complaint_id, status=status, at=at, **kw)
+
+
+# -- examples ----------------------------------------------------------------------------------
+
+
+def test_one_event_is_a_profile_of_one_touchpoint() -> None:
+    event = touch("call", channel="phone", email="ann@example.com")
+    p = of_event(event)
+    assert p.customer_id == ANN
+    assert (p.events_count, p.by_channel, p.by_type) == (1, {"phone": 1}, {"call": 1})
+    assert p.first_seen == p.last_seen == T1
+    assert p == apply(None, event) == merge(empty(ANN), p)
+
+
+def test_counts_per_channel_and_type() -> None:
+    p = fold([touch("web_visit"), touch("call", channel="phone"), touch("order"),
+              touch("email", channel="email"), touch("web_visit")])
+    assert p.events_count == 5
+    assert p.by_channel == {"web": 3, "phone": 1, "email": 1}
+    assert p.by_type == {"web_visit": 2, "call": 1, "order": 1, "email": 1}
+
+
+def test_first_and_last_seen_follow_occurred_at_not_arrival() -> None:
+    p = fold([touch(at=T2), touch(at=T3), touch(at=T1)])
+    assert (p.first_seen, p.last_seen) == (T1, T3)
+
+
+def test_latest_attribute_wins_by_occurred_at() -> None:
+    newer = touch(at=T2, event_id="e-2", attributes={"name": "Ann Smith", "tier": "gold"})
+    older = touch(at=T1, event_id="e-1", attributes={"name": "Ann", "city": "Leeds"})
+    p = fold([older, newer])
+    assert {k: v for k, (_, v) in p.attributes.items()} == {
+        "name": "Ann Smith", "tier": "gold", "city": "Leeds"}
+    assert p.attributes["name"] == ((T2, "e-2"), "Ann Smith")
+
+
+def test_late_event_does_not_overwrite_a_newer_attribute() -> None:
+    newer = touch(at=T2, event_id="e-2", attributes={"name": "Ann Smith"})
+    late = touch(at=T1, event_id="e-1", attributes={"name": "Ann"})
+    assert fold([newer, late]).attributes["name"] == ((T2, "e-2"), "Ann Smith")
+
+
+def test_attribute_tie_on_occurred_at_is_broken_by_event_id() -> None:
+    a = touch(at=T1, event_id="aaaa", attributes={"name": "from a"})
+    b = touch(at=T1, event_id="bbbb", attributes={"name": "from b"})
+    assert fold([a, b]).attributes["name"] == ((T1, "bbbb"), "from b")
+    assert fold([b, a]).attributes["name"] == ((T1, "bbbb"), "from b")
+
+
+def test_orders_count_and_spend_per_currency() -> None:
+    p = fold([order("12.50"), order("30.00"), order("5", currency="USD"),
+              order("30.00", "cancelled"), order("5.00", "refunded", currency="USD")])
+    assert p.orders_count == 2  # three placed, one cancelled; a refund keeps the order
+    assert p.spend == {"EUR": Decimal("12.50"), "USD": Decimal("0")}
+    assert p.by_type == {"order": 5}
+
+
+def test_cancelled_order_takes_back_order_and_amount_refund_only_amount() -> None:
+    cancelled = fold([order("20.00"), order("20.00", "cancelled")])
+    refunded = fold([order("20.00"), order("20.00", "refunded")])
+    assert (cancelled.orders_count, cancelled.spend) == (0, {"EUR": Decimal("0")})
+    assert (refunded.orders_count, refunded.spend) == (1, {"EUR": Decimal("0")})
+
+
+def test_partial_refund_nets_the_spend() -> None:
+    p = fold([order("99.99"), order("19.99", "refunded")])
+    assert (p.orders_count, p.spend) == (1, {"EUR": Decimal("80.00")})
+
+
+def test_complaint_opened_then_resolved_ends_resolved_in_either_arrival_order() -> None:
+    opened = complaint("K-1", "open", T1, event_id="e-1")
+    resolved = complaint("K-1", "resolved", T2, event_id="e-2")
+    other = complaint("K-2", "open", T3, event_id="e-3")
+    for arrival in itertools.permutations([opened, resolved, other]):
+        p = fold(list(arrival))
+        assert p.complaints["K-1"] == ((T2, "e-2"), "resolved")
+        assert p.open_complaints == ["K-2"]
+
+
+def test_open_complaints_are_sorted_ids_of_open_complaints_only() -> None:
+    p = fold([complaint("K-9", "open", T1), complaint("K-3", "open", T2),
+              complaint("K-5", "resolved", T3)])
+    assert p.open_complaints == ["K-3", "K-9"]
+    assert empty(ANN).open_complaints == []
+
+
+def test_last_contact_is_the_latest_by_occurred_at() -> None:
+    latest = touch("call", at=T3, event_id="e-3", channel="phone")
+    p = fold([latest, touch("email", at=T1, channel="email"), touch(at=T2)])
+    assert p.last_contact == ((T3, "e-3"), {"event_id": "e-3", "type": "call",
+                                            "channel": "phone", "occurred_at": T3})
+
+
+def test_identifiers_accumulate() -> None:
+    p = fold([
+        touch(email="ann@example.com", external_ids={"crm": "C1"}),
+        touch(phone="+447456767967", external_ids={"crm": "C1", "pos": "P9"}),
+        touch(email="ann.smith@example.com"),
+        touch(),  # no identifiers beyond the customer id
+    ])
+    assert p.emails == {"ann@example.com", "ann.smith@example.com"}
+    assert p.phones == {"+447456767967"}
+    assert p.external_ids == {("crm", "C1"), ("pos", "P9")}
+
+
+def test_fold_batch_gives_one_delta_per_customer() -> None:
+    batch = [touch(customer_id=ANN), touch("order", customer_id=BOB), touch(customer_id=ANN)]
+    deltas = fold_batch(batch)
+    assert set(deltas) == {ANN, BOB}
+    assert (deltas[ANN].customer_id, deltas[ANN].events_count) == (ANN, 2)
+    assert (deltas[BOB].customer_id, deltas[BOB].orders_count) == (BOB, 1)
+    assert fold_batch([]) == {}
+
+
+def test_merge_keeps_the_given_customer_id() -> None:
+    a, b = of_event(touch(customer_id=ANN)), of_event(touch(customer_id=BOB))
+    assert merge(a, b).customer_id == ANN
+    assert merge(b, a, ANN) == merge(a, b, ANN)
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+# A few shared instants make ties on occurred_at (broken by event_id) common.
+OCCURRED_AT = st.one_of(
+    st.sampled_from([T1, T2, T3]),
+    st.integers(0, 10 * 365 * 86400 * 10**6).map(
+        lambda us: (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")))
+JSON_VALUE = st.sampled_from([None, True, 0, 7, "Ann", "", ["a", 1], {"k": "v"}])
+AMOUNT = st.integers(0, 10**14 - 1).map(lambda n: str(Decimal(n).scaleb(-4)))  # 10.4 digits
+
+PAYLOAD = {
+    "call": st.fixed_dictionaries({"outcome": st.sampled_from(["answered", "missed"])}),
+    "email": st.fixed_dictionaries({"action": st.sampled_from(["sent", "opened"])}),
+    "web_visit": st.fixed_dictionaries({"page_views": st.integers(1, 50)}),
+    "order": st.fixed_dictionaries({
+        "order_id": st.sampled_from(["o-1", "o-2"]), "amount": AMOUNT,
+        "currency": st.sampled_from(["EUR", "USD", "GBP"]),
+        "status": st.sampled_from(["placed", "cancelled", "refunded"])}),
+    "complaint": st.fixed_dictionaries({"complaint_id": st.sampled_from(["K-1", "K-2", "K-3"]),
+                                        "status": st.sampled_from(["open", "resolved"])}),
+}
+CHANNEL = st.sampled_from(["web", "phone", "email", "store"])
+EMAIL = st.sampled_from([None, "ann@example.com", "a.s@example.com"])
+PHONE = st.sampled_from([None, "+447456767967"])
+EXTERNAL_IDS = st.dictionaries(st.sampled_from(["crm", "pos"]), st.sampled_from(["1", "2"]),
+                               max_size=2)
+ATTRIBUTES = st.dictionaries(st.sampled_from(["name", "tier", "city"]), JSON_VALUE, max_size=3)
+TYPED_PAYLOAD = st.one_of([st.tuples(st.just(t), s) for t, s in sorted(PAYLOAD.items())])
+
+
+def _touch(typed: tuple[str, dict], **kw: Any) -> dict[str, Any]:
+    type_, payload = typed
+    return touch(type_, **kw, **payload)
+
+
+def touchpoints(customers: tuple[str, ...] = (ANN,)) -> st.SearchStrategy[dict[str, Any]]:
+    return st.builds(_touch, TYPED_PAYLOAD, at=OCCURRED_AT, event_id=st.uuids().map(str),
+                     channel=CHANNEL, customer_id=st.sampled_from(customers), email=EMAIL,
+                     phone=PHONE, external_ids=EXTERNAL_IDS, attributes=ATTRIBUTES)
+
+
+def histories(customers: tuple[str, ...] = (ANN,), max_size: int = 12) -> st.SearchStrategy:
+    """Lists of distinct touchpoints (event ids are unique on the log)."""
+    return st.lists(touchpoints(customers), max_size=max_size,
+                    unique_by=lambda e: e["event_id"])
+
+
+ONE_CUSTOMER = histories()
+
+
+@st.composite
+def split(draw: st.DrawFn, parts: int) -> list[Profile]:
+    """One history of distinct events cut into `parts` profiles of the same customer."""
+    events = draw(ONE_CUSTOMER)
+    cuts = sorted(draw(st.lists(st.integers(0, len(events)), min_size=parts - 1,
+                                max_size=parts - 1)))
+    bounds = [0, *cuts, len(events)]
+    return [fold(events[lo:hi]) if hi > lo else empty(ANN) for lo, hi in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_any_arrival_order_folds_to_the_same_profile(data: st.DataObject) -> None:
+    events = data.draw(ONE_CUSTOMER.filter(bool))
+    arrival = data.draw(st.permutations(events))
+    assert fold(arrival) == fold(events)
+
+
+@settings(max_examples=200)
+@given(split(2))
+def test_merge_is_commutative(profiles: list[Profile]) -> None:
+    a, b = profiles
+    assert merge(a, b) == merge(b, a)
+
+
+@settings(max_examples=200)
+@given(split(3))
+def test_merge_is_associative(profiles: list[Profile]) -> None:
+    a, b, c = profiles
+    assert merge(merge(a, b), c) == merge(a, merge(b, c))
+
+
+@settings(max_examples=200)
+@given(histories(customers=(ANN, BOB), max_size=16), st.data())
+def test_a_batch_split_anywhere_and_merged_equals_the_whole_batch(
+        events: list[dict[str, Any]], data: st.DataObject) -> None:
+    at = data.draw(st.integers(0, len(events)))
+    head, tail = fold_batch(events[:at]), fold_batch(events[at:])
+    merged = {c: merge(head[c], tail[c]) if c in head and c in tail else head.get(c) or tail[c]
+              for c in head.keys() | tail.keys()}
+    assert merged == fold_batch(events)
+
+
+@settings(max_examples=200)
+@given(ONE_CUSTOMER.filter(bool))
+def test_empty_profile_is_the_identity_of_merge(events: list[dict[str, Any]]) -> None:
+    p = fold(events)
+    assert merge(p, empty(ANN)) == p
+    assert merge(empty(ANN), p) == p

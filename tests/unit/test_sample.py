@@ -1,0 +1,208 @@
+"""The sample generator: deterministic, valid for the platform's contract, and realistic enough."""
+
+import inspect
+import re
+import uuid
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import islice, pairwise
+
+import phonenumbers
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events import parse_touchpoint
+from services.sample import SampleSpec, _uuid4, customer_identities, generate
+
+END = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+SPEC = SampleSpec(customers=3000, events=30000, seed=11, end=END)
+CHANNELS = {
+    "call": {"phone"},
+    "email": {"email"},
+    "web_visit": {"web", "app"},
+    "order": {"web", "app", "store"},
+    "complaint": {"phone", "email", "chat", "store"},
+}
+PAYLOAD_KEYS = {
+    "call": {"direction", "duration_s", "outcome", "agent", "topic"},
+    "email": {"direction", "action", "subject", "campaign"},
+    "web_visit": {"url", "page_views", "duration_s", "referrer", "session_id"},
+    "order": {"order_id", "amount", "currency", "items", "status"},
+    "complaint": {"complaint_id", "category", "severity", "text", "status"},
+}
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[dict]:
+    return list(generate(SPEC))
+
+
+@pytest.fixture(scope="module")
+def owners() -> dict[str, int]:
+    """Identifier -> index of the customer it belongs to."""
+    owner: dict[str, int] = {}
+    for i, person in enumerate(customer_identities(SPEC)):
+        keys = [*person["emails"], person["phone"], *person["external_ids"].values()]
+        for key in filter(None, keys):
+            assert key not in owner, f"{key} belongs to two customers"
+            owner[key] = i
+    return owner
+
+
+def identifiers(event: dict) -> list[str]:
+    customer = event["customer"]
+    found = [customer["email"], customer["phone"], *customer["external_ids"].values()]
+    return [key for key in found if key]
+
+
+def test_same_seed_same_events_other_seed_other_events(sample):
+    assert list(generate(SPEC)) == sample
+    other = list(generate(SampleSpec(customers=3000, events=30000, seed=12, end=END)))
+    assert other[0]["event_id"] != sample[0]["event_id"]
+
+
+@pytest.mark.parametrize("events", [0, 1, 100, 257, 5000])
+def test_yields_exactly_the_requested_number_of_events(events):
+    assert sum(1 for _ in generate(SampleSpec(customers=50, events=events, end=END))) == events
+
+
+def test_is_a_lazy_stream():
+    stream = generate(SampleSpec(customers=100, events=10**12, end=END))
+    assert inspect.isgenerator(stream)
+    assert len(list(islice(stream, 1000))) == 1000  # a list of 10**12 would never return
+
+
+def test_every_event_is_valid_for_the_platform_contract(sample):
+    for event in sample:
+        parsed = parse_touchpoint(event)
+        assert str(parsed.event_id) == event["event_id"]
+
+
+def test_types_mix_and_channels(sample):
+    mix = Counter(e["type"] for e in sample)
+    share = {kind: count / len(sample) for kind, count in mix.items()}
+    assert share["web_visit"] == pytest.approx(0.45, abs=0.05)
+    assert share["email"] == pytest.approx(0.25, abs=0.04)
+    assert share["order"] == pytest.approx(0.15, abs=0.03)
+    assert share["call"] == pytest.approx(0.10, abs=0.03)
+    assert share["complaint"] == pytest.approx(0.05, abs=0.02)
+    for e in sample:
+        assert e["channel"] in CHANNELS[e["type"]]
+        assert set(e["payload"]) == PAYLOAD_KEYS[e["type"]]
+
+
+def test_event_ids_are_unique_uuid4(sample):
+    ids = [e["event_id"] for e in sample]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 for i in ids[:1000])
+
+
+@given(st.integers(min_value=0, max_value=2**128 - 1))
+def test_uuid4_matches_the_standard_library(bits):
+    assert _uuid4(bits) == str(uuid.UUID(int=bits, version=4))
+
+
+def test_each_event_carries_a_non_empty_subset_of_one_customers_identifiers(sample, owners):
+    for e in sample:
+        keys = identifiers(e)
+        assert keys and e["customer"]["customer_id"] is None
+        assert len({owners[k] for k in keys}) == 1
+
+
+def test_identities_overlap_so_the_identity_stage_must_link_them(sample, owners):
+    shapes = Counter(
+        tuple(sorted(k for k in ("email", "phone") if e["customer"][k]))
+        + (("crm",) if e["customer"]["external_ids"] else ())
+        for e in sample
+    )
+    assert shapes[("email",)] and shapes[("phone",)] and shapes[("crm",)]
+    assert shapes[("email", "phone")] and shapes[("email", "crm")]
+    people = customer_identities(SPEC)
+    two_emails = [p for p in people if len(p["emails"]) == 2]
+    assert 10 <= len(two_emails) <= 60  # about 1%
+    assert all(p["phone"] or p["external_ids"] for p in two_emails)
+    seconds = {p["emails"][1] for p in two_emails}
+    for e in sample:  # the wire has one email: a second address travels with a linking id
+        if e["customer"]["email"] in seconds:
+            assert e["customer"]["phone"] or e["customer"]["external_ids"]
+
+
+def test_phone_numbers_are_valid(sample):
+    phones = {p["phone"] for p in customer_identities(SampleSpec(customers=4000))} - {None}
+    phones |= {e["customer"]["phone"] for e in sample[:5000]} - {None}
+    assert len(phones) > 2000
+    for phone in phones:
+        number = phonenumbers.parse(phone)
+        assert phonenumbers.is_valid_number(number), phone
+        assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == phone
+
+
+def test_order_amounts_are_the_sum_of_their_items(sample):
+    orders = [e["payload"] for e in sample if e["type"] == "order"]
+    money = re.compile(r"^\d+\.\d\d$")
+    for order in orders:
+        assert money.match(order["amount"]) and order["order_id"].startswith("O-")
+        total = Decimal(0)
+        for item in order["items"]:
+            assert money.match(item["unit_price"]) and item["quantity"] >= 1
+            total += item["quantity"] * Decimal(item["unit_price"])
+        assert Decimal(order["amount"]) == total
+    assert len({o["order_id"] for o in orders}) == len(orders)
+
+
+def test_a_customer_mostly_pays_in_one_currency(sample, owners):
+    currencies: dict[int, Counter] = defaultdict(Counter)
+    for e in sample:
+        if e["type"] == "order":
+            currencies[owners[identifiers(e)[0]]][e["payload"]["currency"]] += 1
+    main = sum(c.most_common(1)[0][1] for c in currencies.values())
+    assert main / sum(sum(c.values()) for c in currencies.values()) > 0.9
+
+
+def test_occurred_at_is_utc_inside_the_window_and_roughly_ordered(sample):
+    times = [datetime.fromisoformat(e["occurred_at"]) for e in sample]
+    assert all(t.utcoffset() == timedelta(0) for t in times)
+    assert END - timedelta(days=SPEC.days) <= min(times) and max(times) < END
+    assert times != sorted(times)  # out of order, like real feeds ...
+    assert max(times[:1000]) < min(times[-1000:])  # ... but only locally
+
+
+def test_default_window_ends_now():
+    event = next(generate(SampleSpec(customers=10, events=10)))
+    age = datetime.now(UTC) - datetime.fromisoformat(event["occurred_at"])
+    assert timedelta(0) < age <= timedelta(days=180, minutes=1)
+
+
+def test_naive_end_is_rejected():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        next(generate(SampleSpec(end=datetime(2025, 1, 1))))
+
+
+def test_activity_is_skewed(sample, owners):
+    per_customer = Counter(owners[identifiers(e)[0]] for e in sample)
+    counts = sorted(per_customer.values(), reverse=True)
+    top_1_percent = sum(counts[: SPEC.customers // 100]) / len(sample)
+    assert top_1_percent > 0.05
+    assert counts[len(counts) // 2] < len(sample) / SPEC.customers  # median below mean
+
+
+def test_some_complaints_are_resolved_later(sample):
+    opened, resolved = {}, {}
+    for e in sample:
+        if e["type"] == "complaint":
+            status = e["payload"]["status"]
+            (opened if status == "open" else resolved)[e["payload"]["complaint_id"]] = e
+    assert 0.3 < len(resolved) / len(opened) < 0.7
+    for cid, e in resolved.items():
+        assert e["occurred_at"] > opened[cid]["occurred_at"]
+
+
+def test_orders_of_a_customer_are_spaced_in_time(sample, owners):
+    orders: dict[int, list[datetime]] = defaultdict(list)
+    for e in sample:
+        if e["type"] == "order":
+            orders[owners[identifiers(e)[0]]].append(datetime.fromisoformat(e["occurred_at"]))
+    gaps = [b - a for times in orders.values() for a, b in pairwise(sorted(times))]
+    assert gaps and min(gaps) >= timedelta(days=2)
