@@ -1,5 +1,5 @@
 # Touchstream: `make run` and `make test` do all the set-up on a fresh machine (Python 3.11 + make).
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
