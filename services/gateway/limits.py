@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 
+from services.metrics import REJECTED
+
 
 class BodySizeLimit:
     def __init__(self, app, max_bytes: int):
@@ -39,6 +41,7 @@ class BodySizeLimit:
                 await self._too_large(send)
 
     async def _too_large(self, send):
+        REJECTED.labels("http", "too_large").inc()
         body = orjson.dumps({"error": f"request body larger than {self.max_bytes} bytes"})
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),

@@ -35,6 +35,8 @@ class TouchstreamProducer:
         self.topic = topic
         self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
         self._pending: list[tuple[str, Any]] = []
+        self._failed: dict[str, BaseException] = {}
+        self._settle_at = 50_000
 
     def publish(self, event: dict[str, Any] | TouchpointEvent) -> str:
         """Validate and enqueue one event; returns its event id. Raises InvalidEvent."""
@@ -44,18 +46,28 @@ class TouchstreamProducer:
             event = with_recorded_at(event, datetime.now(UTC))
         future = self._producer.send(self.topic, key=routing_key(event), value=dump_touchpoint(event))
         self._pending.append((event.event_id, future))
+        if len(self._pending) >= self._settle_at:
+            self._settle()
         return event.event_id
+
+    def _settle(self) -> None:
+        """Forget acknowledged sends, keep failures for flush() (bounded memory between flushes)."""
+        still = []
+        for event_id, future in self._pending:
+            if not future.is_done:
+                still.append((event_id, future))
+            elif future.exception is not None:
+                self._failed[event_id] = future.exception
+        self._pending = still
+        self._settle_at = len(still) + 50_000
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every enqueued event is acknowledged (acks=all)."""
         self._producer.flush(timeout)
-        failed = {}
-        for event_id, future in self._pending:
-            if not future.is_done:
-                failed[event_id] = TimeoutError("no acknowledgement in time")
-            elif future.exception is not None:
-                failed[event_id] = future.exception
-        self._pending = []
+        self._settle()
+        failed = {**self._failed,
+                  **{i: TimeoutError("no acknowledgement in time") for i, _ in self._pending}}
+        self._pending, self._failed = [], {}
         if failed:
             raise PublishError(failed)
 
