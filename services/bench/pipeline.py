@@ -1,0 +1,128 @@
+"""The pipeline: all events on touchpoints.raw, then identity + profile + contact history committed.
+
+Workers are `touchstream worker` processes, started as `make run` starts them (acks=all,
+exactly-once tracking, committed transactions). The clock starts when every partition of both
+stages is assigned and stops when the tracked offsets of both stages reach the ends of their
+topics (ends from fetch responses, not ListOffsets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.bench.env import BenchEnv, rss_mb, wait_until
+from services.bench.limits import produce
+from services.config import Settings
+
+STAGES = ("identity", "projections")
+ROW_TABLES = ("contacts", "ts_processed_events", "profiles", "identity_keys", "identity_customers",
+              "identity_links")
+
+
+def _positions(conn: psycopg.Connection, processor: str) -> dict[int, int]:
+    return dict(conn.execute('SELECT partition, "offset" FROM ts_tracking WHERE processor = %s',
+                             (processor,)).fetchall())
+
+
+def _assigned(conn: psycopg.Connection, partitions: int) -> bool:
+    held: dict[str, set[int]] = {}
+    for processor, parts in conn.execute("SELECT processor, partitions FROM ts_workers").fetchall():
+        held.setdefault(processor, set()).update(parts)
+    return all(held.get(s, set()) >= set(range(partitions)) for s in STAGES)
+
+
+async def topic_ends(settings: Settings, topic: str) -> dict[int, int]:
+    """Last offset per partition, from the high watermark of a fetch response."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning()
+        deadline = time.monotonic() + 30
+        while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        return {tp.partition: (consumer.highwater(tp) or 0) - 1 for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def _caught_up(conn: psycopg.Connection, processor: str, ends: dict[int, int]) -> bool:
+    done = _positions(conn, processor)
+    return all(done.get(p, -1) >= end for p, end in ends.items())
+
+
+def _rows_written(conn: psycopg.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT relname, n_tup_ins + n_tup_upd FROM pg_stat_user_tables "
+                        "WHERE relname = ANY(%s)", (list(ROW_TABLES),)).fetchall()
+    return dict(rows)
+
+
+def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1) -> dict:
+    s = env.isolated()
+    produced = asyncio.run(produce(s, s.raw_topic, records))
+    raw_ends = produced["end_offsets"]
+    n = len(records)
+    procs = [env.spawn(s, ["worker", "--loglevel", "warning"], f"bench-worker-{i}")
+             for i in range(workers)]
+    memory: dict[str, dict[str, float]] = {}
+    try:
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            wait_until(lambda: _assigned(conn, s.partitions), timeout_s=120)
+            started = time.perf_counter()
+            sampled = False
+            while not _caught_up(conn, "identity", raw_ends):
+                if not sampled and sum(_positions(conn, "projections").values()) >= 0.2 * n:
+                    memory["20pct"] = _rss(env, procs)
+                    sampled = True
+                _check_alive(procs)
+                time.sleep(0.05)
+            log_ends = asyncio.run(topic_ends(s, s.log_topic))
+            while not _caught_up(conn, "projections", log_ends):
+                if not sampled and sum(_positions(conn, "projections").values()) >= 0.2 * n:
+                    memory["20pct"] = _rss(env, procs)
+                    sampled = True
+                _check_alive(procs)
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            memory["100pct"] = _rss(env, procs)
+            time.sleep(1.0)  # let the statistics collector catch up
+            written = _rows_written(conn)
+            contacts = conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
+    finally:
+        for p in procs:
+            env.stop_child(p)
+    return {
+        "events": n,
+        "workers": workers,
+        "seconds": elapsed,
+        "events_per_s": n / elapsed,
+        "contacts_rows": contacts,
+        "rows_written": written,
+        "rows_per_event": sum(written.values()) / n,
+        "log_records": sum(e + 1 for e in log_ends.values()),
+        "produce": {k: v for k, v in produced.items() if k != "end_offsets"},
+        "memory": memory,
+        "settings": s,
+    }
+
+
+def _rss(env: BenchEnv, procs) -> dict[str, float]:
+    out = {f"worker-{i}": rss_mb(p.pid) for i, p in enumerate(procs)}
+    pids = env.server_pids()
+    if "broker" in pids:
+        out["broker"] = rss_mb(pids["broker"])
+    if "database" in pids:
+        out["database"] = rss_mb(pids["database"], children=True)
+    return out
+
+
+def _check_alive(procs) -> None:
+    for p in procs:
+        if p.poll() is not None:
+            raise RuntimeError(f"a bench worker exited with {p.returncode}")
