@@ -26,7 +26,12 @@ SYSTEM, ATTRIBUTE = r"^[a-z][a-z0-9_.-]{0,31}$", r"^[a-z][a-z0-9_]{0,63}$"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
+_CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 def normalise_uuid(value: str) -> str:
+    if _CANONICAL_UUID.match(value):  # the common case, without building a UUID object
+        return value
     try:
         return str(UUID(value))
     except ValueError:
@@ -108,8 +113,8 @@ class Customer(BaseModel):
     customer_id: UuidStr | None = None
     email: Email | None = None
     phone: Phone | None = None
-    external_ids: ExternalIds = {}
-    attributes: Attributes = {}
+    external_ids: ExternalIds = Field(default_factory=dict)  # a factory: no deepcopy per event
+    attributes: Attributes = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _identified(self) -> "Customer":

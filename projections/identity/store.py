@@ -37,6 +37,8 @@ async def lock_graph(conn: psycopg.AsyncConnection) -> None:
 
 
 async def known(conn: psycopg.AsyncConnection, keys: list[str]) -> dict[str, tuple[str, str]]:
+    """``key -> (customer, canonical)``. The graph is kept flat (``save`` repoints every member of
+    a merged cluster), so a canonical id is always a root and needs no chain walking."""
     cur = await conn.execute(
         "SELECT k.key, k.customer_id::text, c.canonical_id::text FROM identity_keys k "
         "JOIN identity_customers c USING (customer_id) WHERE k.key = ANY(%s)", (keys,))
@@ -48,17 +50,6 @@ async def known(conn: psycopg.AsyncConnection, keys: list[str]) -> dict[str, tup
             "SELECT customer_id::text, canonical_id::text FROM identity_customers "
             "WHERE customer_id = ANY(%s::uuid[])", (named,))
         found.update({f"id:{c}": (c, cc) for c, cc in await cur.fetchall()})
-    # Follow canonical chains (a merged customer's survivor may itself have been merged).
-    pending = {cc for _, cc in found.values() if cc not in {c for c, _ in found.values()}}
-    while pending:
-        cur = await conn.execute(
-            "SELECT customer_id::text, canonical_id::text FROM identity_customers "
-            "WHERE customer_id = ANY(%s::uuid[])", (list(pending),))
-        rows = await cur.fetchall()
-        for c, cc in rows:
-            found[f"~{c}"] = (c, cc)
-        seen = {c for c, _ in found.values()}
-        pending = {cc for _, cc in rows if cc not in seen}
     return found
 
 

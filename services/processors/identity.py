@@ -19,12 +19,12 @@ from events import InvalidEvent, identity_keys, parse_touchpoint
 from projections.identity import store
 from projections.identity.resolve import NAMESPACE, Link, resolve
 from services.config import Settings
-from services.kafka import dead_letter, producer, send_all
+from services.kafka import dead_letter, producer, send_all, send_keyed
 
 
 def utc_text(when: datetime) -> str:
     """The log's one time format: UTC, microseconds, 'Z' (sorts as text in time order)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def resolved_record(event, customer_id: str, now: datetime) -> bytes:
@@ -70,18 +70,16 @@ class IdentityStage:
                 good.append((r, parse_touchpoint(r.value)))
             except InvalidEvent as exc:
                 sends.append(dead_letter(self._producer, self.settings, self.name, r, exc.errors))
-        batch = [(str(e.event_id), identity_keys(e.customer)) for _, e in good]
+        batch = [(e.event_id, identity_keys(e.customer)) for _, e in good]
         await store.lock_graph(conn)
         known = await store.known(conn, sorted({k for _, keys in batch for k in keys}))
         res = resolve(batch, known)
         await store.save(conn, res)
         now = datetime.now(UTC)
-        log = self.settings.log_topic
-        for (_, event), cid in zip(good, res.assigned, strict=True):
-            sends.append(self._producer.send(log, key=cid.encode(),
-                                             value=resolved_record(event, cid, now)))
-        when = {str(e.event_id): e.occurred_at for _, e in good}
-        for link in res.links:
-            _, value = link_record(link, when[link.event_id], now)
-            sends.append(self._producer.send(log, key=link.survivor.encode(), value=value))
+        out = [(cid.encode(), resolved_record(event, cid, now))
+               for (_, event), cid in zip(good, res.assigned, strict=True)]
+        when = {e.event_id: e.occurred_at for _, e in good}
+        out += [(link.survivor.encode(), link_record(link, when[link.event_id], now)[1])
+                for link in res.links]
+        await send_keyed(self._producer, self.settings.log_topic, out)
         await send_all(self._producer, sends)

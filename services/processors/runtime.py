@@ -138,14 +138,31 @@ class BatchProcessor(Service):
     async def _step(self) -> None:
         assert self._consumer is not None
         s = self.settings
-        batches = await self._consumer.getmany(timeout_ms=s.batch_timeout_ms,
-                                               max_records=s.batch_max_records)
-        records = [r for rs in batches.values() for r in rs]
+        records = await self._take_batch()
         last: dict[int, int] = {}
         if records:
             last = await self._process_until_done(records)
         self._report_lag(last)
         await self._heartbeat()
+
+    async def _take_batch(self) -> list[ConsumerRecord]:
+        """Up to batch_max_records: wait up to batch_timeout_ms for the first records, then keep
+        taking while more arrive at once. A backlog gives full batches, live traffic no delay.
+        (Brokers may answer a fetch with a single record batch, so one getmany can be small.)"""
+        assert self._consumer is not None
+        s = self.settings
+        records: list[ConsumerRecord] = []
+        timeout = s.batch_timeout_ms
+        deadline = time.monotonic() + s.batch_timeout_ms / 1000
+        while len(records) < s.batch_max_records:
+            got = await self._consumer.getmany(timeout_ms=timeout,
+                                               max_records=s.batch_max_records - len(records))
+            more = [r for rs in got.values() for r in rs]
+            if not more and (records or time.monotonic() >= deadline):
+                break
+            records += more
+            timeout = 5
+        return records
 
     async def _process_until_done(self, records: list[ConsumerRecord]) -> dict[int, int]:
         """Retry a batch until it commits: an outage stalls the partition, it never skips it."""
