@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_dumps, set_json_loads
+
+# orjson for every json/jsonb value: the stdlib encoder was a tenth of the projection stage.
+set_json_dumps(orjson.dumps)
+set_json_loads(orjson.loads)
 
 RUNTIME_DDL = """
 CREATE TABLE IF NOT EXISTS ts_tracking (

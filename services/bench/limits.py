@@ -65,7 +65,7 @@ def copy_rows(settings: Settings, records: list[tuple[bytes, bytes]], rows: int 
     sample = []
     for i, (_, value) in enumerate(records[:rows]):
         event = orjson.loads(value)
-        event["customer"]["customer_id"] = "00000000-0000-4000-8000-%012d" % (i % 50_000)
+        event["customer"]["customer_id"] = f"00000000-0000-4000-8000-{i % 50_000:012d}"
         event["occurred_at"] = event["occurred_at"].replace("+00:00", "Z")
         sample.append(contacts.row(event, 0, i))
     ddl = CONTACTS_DDL.replace("contacts", "bench_copy_limit")

@@ -63,13 +63,15 @@ def _rows_written(conn: psycopg.Connection) -> dict[str, int]:
     return dict(rows)
 
 
-def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1) -> dict:
+def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
+        stages: list[str] | None = None) -> dict:
     s = env.isolated()
     produced = asyncio.run(produce(s, s.raw_topic, records))
     raw_ends = produced["end_offsets"]
     n = len(records)
-    procs = [env.spawn(s, ["worker", "--loglevel", "warning"], f"bench-worker-{i}")
-             for i in range(workers)]
+    per_stage = [["--stages", st] for st in stages] if stages else [[]]
+    procs = [env.spawn(s, ["worker", "--loglevel", "warning", *extra], f"bench-worker-{i}-{j}")
+             for i in range(workers) for j, extra in enumerate(per_stage)]
     memory: dict[str, dict[str, float]] = {}
     try:
         with psycopg.connect(s.database_url, autocommit=True) as conn:

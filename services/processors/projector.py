@@ -18,6 +18,7 @@ from services.kafka import dead_letter, producer, send_all
 from services.metrics import DUPLICATES
 
 NOT_TOUCHPOINTS = {"customers_linked"}  # identity events: read models follow the graph instead
+FOLD_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
 
 
 class ProjectionStage:
@@ -36,28 +37,39 @@ class ProjectionStage:
         await self._producer.stop()
 
     async def handle(self, conn: psycopg.AsyncConnection, records: list[ConsumerRecord]) -> None:
-        folded, dead = {}, []
+        events, dead = {}, []
         for r in records:
             try:
                 event = orjson.loads(r.value)
                 if event["type"] in NOT_TOUCHPOINTS:
                     continue
-                folded.setdefault(event["event_id"], (contacts.row(event, r.partition, r.offset),
-                                                      profile.of_event(event)))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidOperation,
-                    AttributeError) as exc:
+                events.setdefault(event["event_id"], (event, contacts.row(event, r.partition, r.offset)))
+            except (orjson.JSONDecodeError, *FOLD_ERRORS) as exc:
                 dead.append((r, [{"field": None, "reason": f"unreadable record: {exc!r}"}]))
-        new = await store.first_seen(conn, self.name, list(folded)) if folded else set()
-        DUPLICATES.labels(self.name).inc(len(records) - len(dead) - len(new))
-        rows, deltas = [], {}
-        for event_id, (row, delta) in folded.items():
-            if event_id in new:
-                rows.append(row)
-                cid = row.customer_id
-                deltas[cid] = profile.merge(deltas[cid], delta) if cid in deltas else delta
-        await contacts_store.write(conn, rows)
+        new = await store.first_seen(conn, self.name, list(events)) if events else set()
+        DUPLICATES.labels(self.name).inc(len(events) - len(new))
+        fresh = [events[event_id] for event_id in events if event_id in new]
+        try:
+            deltas = profile.fold_batch([event for event, _ in fresh])
+        except FOLD_ERRORS:  # find the culprits one by one; the rest of the batch goes on
+            fresh = [(e, row) for e, row in fresh if self._foldable(e, row, records, dead)]
+            deltas = profile.fold_batch([event for event, _ in fresh])
+        await contacts_store.write(conn, [row for _, row in fresh])
         stored = await profile_store.load(conn, list(deltas))
         await profile_store.save(conn, [profile.merge(stored[c], d) if c in stored else d
                                         for c, d in deltas.items()])
         await send_all(self._producer, [dead_letter(self._producer, self.settings, self.name, r, e)
                                         for r, e in dead])
+
+
+    @staticmethod
+    def _foldable(event: dict, row: contacts.ContactRow, records: list[ConsumerRecord],
+                  dead: list) -> bool:
+        try:
+            profile.of_event(event)
+            return True
+        except FOLD_ERRORS as exc:
+            record = next(r for r in records
+                          if r.partition == row.source_partition and r.offset == row.source_offset)
+            dead.append((record, [{"field": None, "reason": f"cannot fold: {exc!r}"}]))
+            return False

@@ -136,8 +136,6 @@ class BatchProcessor(Service):
                     await self.seek_to_tracked(set(self.assigned))
 
     async def _step(self) -> None:
-        assert self._consumer is not None
-        s = self.settings
         records = await self._take_batch()
         last: dict[int, int] = {}
         if records:

@@ -281,3 +281,13 @@ def test_empty_profile_is_the_identity_of_merge(events: list[dict[str, Any]]) ->
     p = fold(events)
     assert merge(p, empty(ANN)) == p
     assert merge(empty(ANN), p) == p
+
+
+@settings(max_examples=300)
+@given(histories(customers=(ANN, BOB), max_size=20))
+def test_fold_batch_equals_applying_each_event(events: list[dict[str, Any]]) -> None:
+    expected: dict[str, Profile] = {}
+    for e in events:
+        cid = e["customer"]["customer_id"]
+        expected[cid] = apply(expected.get(cid), e)
+    assert fold_batch(events) == expected
