@@ -22,9 +22,11 @@ from services.infra import Infra
 
 
 class Platform:
-    def __init__(self, settings: Settings, workers: int = 1):
+    def __init__(self, settings: Settings, workers: int = 1,
+                 stages: tuple[str, ...] = ("identity", "projections")):
         self.infra = Infra(settings)
         self.workers = workers
+        self.stages = stages
         self.children: list[subprocess.Popen] = []
         self.settings = settings
 
@@ -42,8 +44,10 @@ class Platform:
         env["HTTP_PORT"], env["HTTP_HOST"] = str(self.settings.http_port), self.settings.http_host
         logs = Path(self.settings.state_dir, "logs")
         logs.mkdir(parents=True, exist_ok=True)
+        # One process per stage: each stage is CPU-bound Python, so two processes use two cores.
         commands = [("api", ["api", "--loglevel", "warning"])] + [
-            (f"worker-{i}", ["worker", "--loglevel", "warning"]) for i in range(self.workers)]
+            (f"{stage}-{i}", ["worker", "--stages", stage, "--loglevel", "warning"])
+            for i in range(self.workers) for stage in self.stages]
         for name, args in commands:
             with open(logs / f"{name}.log", "ab") as log:
                 self.children.append(subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -102,11 +103,32 @@ def raw_records(events: int, customers: int, seed: int = 7) -> list[tuple[bytes,
 
 
 def rss_mb(pid: int, children: bool = False) -> float:
-    """Resident memory of a process (and, for PostgreSQL, its backends)."""
+    """Resident memory of a process; with its children (PostgreSQL's backends) as PSS, so that
+    shared buffers are not counted once per backend."""
+    try:
+        proc = psutil.Process(pid)
+        if not children:
+            return proc.memory_info().rss / 2**20
+        total = 0
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += p.memory_full_info().pss
+        return total / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process (and, for PostgreSQL, its backends)."""
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)] if children else [proc]
-        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
     except psutil.NoSuchProcess:
         return 0.0
 

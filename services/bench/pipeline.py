@@ -14,7 +14,7 @@ import time
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.bench.env import BenchEnv, rss_mb, wait_until
+from services.bench.env import BenchEnv, cpu_seconds, rss_mb, wait_until
 from services.bench.limits import produce
 from services.config import Settings
 
@@ -77,6 +77,7 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
         with psycopg.connect(s.database_url, autocommit=True) as conn:
             wait_until(lambda: _assigned(conn, s.partitions), timeout_s=120)
             started = time.perf_counter()
+            cpu_before = _cpu(env, procs)
             sampled = False
             while not _caught_up(conn, "identity", raw_ends):
                 if not sampled and sum(_positions(conn, "projections").values()) >= 0.2 * n:
@@ -92,6 +93,7 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
                 _check_alive(procs)
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
+            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu(env, procs).items()}
             memory["100pct"] = _rss(env, procs)
             time.sleep(1.0)  # let the statistics collector catch up
             written = _rows_written(conn)
@@ -110,8 +112,19 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
         "log_records": sum(e + 1 for e in log_ends.values()),
         "produce": {k: v for k, v in produced.items() if k != "end_offsets"},
         "memory": memory,
+        "cpu_us_per_event": {k: round(v / n * 1e6, 1) for k, v in cpu.items()},
         "settings": s,
     }
+
+
+def _cpu(env: BenchEnv, procs) -> dict[str, float]:
+    out = {f"worker-{i}": cpu_seconds(p.pid) for i, p in enumerate(procs)}
+    pids = env.server_pids()
+    if "broker" in pids:
+        out["broker"] = cpu_seconds(pids["broker"])
+    if "database" in pids:
+        out["database"] = cpu_seconds(pids["database"], children=True)
+    return out
 
 
 def _rss(env: BenchEnv, procs) -> dict[str, float]:
