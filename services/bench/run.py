@@ -1,0 +1,92 @@
+"""`touchstream bench`: run every measurement on one set of servers and report figure beside limit."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services.bench import limits, pipeline, report
+from services.bench.env import BenchEnv, raw_records
+from services.config import Settings
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def pipeline_figures(env: BenchEnv, records: list, quick: bool) -> tuple[dict[str, Any], Settings]:
+    stages = ["identity", "projections"]
+    log(f"pipeline: {len(records):,} events, one worker process per stage")
+    one = pipeline.run(env, records, stages=stages)
+    s = one.pop("settings")
+    log(f"pipeline: {one['events_per_s']:,.0f} events/s; limits next")
+    consumed = asyncio.run(limits.consume(s, s.log_topic, one["log_records"]))
+    copied = limits.copy_rows(s, records, rows=min(len(records), 200_000))
+    log("pipeline: two worker processes per stage")
+    two = pipeline.run(env, records, workers=2, stages=stages)
+    two.pop("settings")
+    produce_rate = one["produce"]["events_per_s"]
+    candidates = {
+        "consume": consumed["events_per_s"] / 2,
+        "produce": produce_rate,
+        "copy": copied["rows_per_s"] / one["rows_per_event"],
+    }
+    basis = min(candidates, key=candidates.get)
+    limit = candidates[basis]
+    figures = {
+        "events": one["events"],
+        "events_per_s": one["events_per_s"],
+        "seconds": one["seconds"],
+        "limit_events_per_s": limit,
+        "limit_basis": (
+            f"min(consume {consumed['events_per_s']:,.0f}/s / 2 reads per event, produce "
+            f"{produce_rate:,.0f}/s x 1 write per event, COPY {copied['rows_per_s']:,.0f} rows/s / "
+            f"{one['rows_per_event']:.2f} rows per event) = {basis}"),
+        "limits": {"consume": consumed, "produce": one["produce"], "copy": copied,
+                   "rows_per_event": one["rows_per_event"], "rows_written": one["rows_written"]},
+        "ratio_to_limit": one["events_per_s"] / limit,
+        "two_workers_events_per_s": two["events_per_s"],
+        "two_workers_ratio": two["events_per_s"] / one["events_per_s"],
+        "cpu_us_per_event": one["cpu_us_per_event"],
+        "peers": {},
+        "ratio_to_faust": None,
+        "ratio_to_quixstreams": None,
+    }
+    memory = {}
+    for phase in ("20pct", "100pct"):
+        for name, mb in one["memory"].get(phase, {}).items():
+            memory.setdefault(_process_name(name, stages), {})[f"rss_mb_{phase}"] = mb
+    return {"pipeline": figures, "memory": memory}, s
+
+
+def _process_name(name: str, stages: list[str]) -> str:
+    if name.startswith("worker-"):
+        return f"worker_{stages[int(name.split('-')[1]) % len(stages)]}"
+    return name
+
+
+def main(events: int | None, quick: bool, out: Path | None, state_dir: Path) -> dict[str, Any]:
+    n = events or (200_000 if quick else 1_000_000)
+    customers = max(n // 10, 1000)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    shutil.rmtree(state_dir, ignore_errors=True)
+    log(f"generating {n:,} events for {customers:,} customers")
+    records = raw_records(n, customers)
+    env = BenchEnv.start(Settings(state_dir=state_dir))
+    try:
+        result: dict[str, Any] = {"started_at": started, "quick": quick, "machine": report.machine()}
+        figures, _ = pipeline_figures(env, records, quick)
+        result.update(figures)
+    finally:
+        env.stop()
+    command = "touchstream bench " + " ".join(sys.argv[2:])
+    path = report.write_json(result, out)
+    table = report.markdown(result, command.strip())
+    print(table)
+    log(f"results in {path}")
+    return result
