@@ -1,12 +1,13 @@
-"""Unified profile read model: table ``profiles``, one row per customer id of the identity graph.
+"""Unified profile read model: table ``profiles`` (one row per customer id of the identity graph)
+and view ``customer_profiles`` (the same, one column per field, for downstream readers).
 
-The API merges the rows of customers the identity graph linked (``fold.merge``), so a link
-never rewrites stored rows and can later be undone.
+The fold's whole state is one ``state`` document, so a batch reads and writes one value per
+customer; the columns beside it are the fields people filter on. The API merges the rows of
+customers the identity graph linked (``fold.merge``), so a link never rewrites stored rows.
 """
 
 from __future__ import annotations
 
-from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -20,85 +21,76 @@ CREATE TABLE IF NOT EXISTS profiles (
     customer_id     uuid PRIMARY KEY,
     emails          text[]  NOT NULL,
     phones          text[]  NOT NULL,
-    external_ids    jsonb   NOT NULL,    -- {"crm": ["C1"], ...}
-    attributes      jsonb   NOT NULL,    -- {"name": {"value": "Ann", "occurred_at": .., "event_id": ..}}
     first_seen      timestamptz,
     last_seen       timestamptz,
     events_count    bigint  NOT NULL,
-    by_channel      jsonb   NOT NULL,    -- {"web": 3, ...}
-    by_type         jsonb   NOT NULL,    -- {"order": 2, ...}
     orders_count    bigint  NOT NULL,
-    spend           jsonb   NOT NULL,    -- {"EUR": "120.50"}: total per currency, net of refunds
-    complaints      jsonb   NOT NULL,    -- {"K-1": {"status": "open", "occurred_at": ..., "event_id": ...}}
     open_complaints int     NOT NULL,
-    last_contact    jsonb,               -- {"event_id", "type", "channel", "occurred_at"}
+    state           jsonb   NOT NULL,   -- the fold's state; see customer_profiles for its fields
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS profiles_emails ON profiles USING gin (emails);
-CREATE INDEX IF NOT EXISTS profiles_phones ON profiles USING gin (phones);
+CREATE OR REPLACE VIEW customer_profiles AS
+SELECT customer_id, emails, phones, state -> 'external_ids' AS external_ids,
+       (SELECT jsonb_object_agg(k, v -> 2) FROM jsonb_each(state -> 'attributes') AS a(k, v))
+           AS attributes,
+       first_seen, last_seen, events_count, state -> 'by_channel' AS by_channel,
+       state -> 'by_type' AS by_type, orders_count, state -> 'spend' AS spend,
+       open_complaints, state -> 'complaints' AS complaints, state -> 'last_contact' AS last_contact,
+       updated_at
+FROM profiles;
 """
 
-_COLUMNS = ("customer_id, emails, phones, external_ids, attributes, first_seen, last_seen, "
-            "events_count, by_channel, by_type, orders_count, spend, complaints, open_complaints, "
-            "last_contact")
+_COLUMNS = ("customer_id, emails, phones, first_seen, last_seen, events_count, orders_count, "
+            "open_complaints, state")
 _UPDATE = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[1:])
 
 
-def to_row(p: Profile) -> tuple:
+def to_state(p: Profile) -> dict[str, Any]:
     ext: dict[str, list[str]] = {}
     for system, value in sorted(p.external_ids):
         ext.setdefault(system, []).append(value)
-    lc = p.last_contact[1] if p.last_contact else None
-    return (
-        p.customer_id, sorted(p.emails), sorted(p.phones), Jsonb(ext),
-        Jsonb({k: {"value": v, "occurred_at": s[0], "event_id": s[1]}
-               for k, (s, v) in sorted(p.attributes.items())}),
-        p.first_seen, p.last_seen, p.events_count, Jsonb(p.by_channel), Jsonb(p.by_type),
-        p.orders_count, Jsonb({c: str(a) for c, a in sorted(p.spend.items())}),
-        Jsonb({k: {"status": st, "occurred_at": s[0], "event_id": s[1]}
-               for k, (s, st) in sorted(p.complaints.items())}),
-        len(p.open_complaints), Jsonb(lc) if lc else None,
-    )
+    return {
+        "emails": sorted(p.emails), "phones": sorted(p.phones), "external_ids": ext,
+        "attributes": {k: [s[0], s[1], v] for k, (s, v) in p.attributes.items()},
+        "first_seen": p.first_seen, "last_seen": p.last_seen, "events_count": p.events_count,
+        "by_channel": p.by_channel, "by_type": p.by_type, "orders_count": p.orders_count,
+        "spend": {c: str(a) for c, a in p.spend.items()},
+        "complaints": {k: [s[0], s[1], st] for k, (s, st) in p.complaints.items()},
+        "last_contact": p.last_contact[1] if p.last_contact else None,
+    }
 
 
-def _iso(value: Any) -> str | None:
-    """Timestamps read back in the log's canonical form (UTC, microseconds, 'Z')."""
-    if value is None or isinstance(value, str):
-        return value
-    # psycopg returns timestamptz in the session's TimeZone, which need not be UTC.
-    value = value.astimezone(UTC) if value.tzinfo is not None else value
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def from_row(r: dict[str, Any]) -> Profile:
-    lc = r["last_contact"]
+def from_state(customer_id: str, d: dict[str, Any]) -> Profile:
+    lc = d["last_contact"]
     return Profile(
-        customer_id=str(r["customer_id"]),
-        emails=frozenset(r["emails"]),
-        phones=frozenset(r["phones"]),
-        external_ids=frozenset((s, v) for s, vs in r["external_ids"].items() for v in vs),
-        attributes={k: ((a["occurred_at"], a["event_id"]), a["value"])
-                    for k, a in r["attributes"].items()},
-        first_seen=_iso(r["first_seen"]),
-        last_seen=_iso(r["last_seen"]),
-        events_count=r["events_count"],
-        by_channel=r["by_channel"],
-        by_type=r["by_type"],
-        orders_count=r["orders_count"],
-        spend={c: Decimal(a) for c, a in r["spend"].items()},
-        complaints={k: ((c["occurred_at"], c["event_id"]), c["status"])
-                    for k, c in r["complaints"].items()},
+        customer_id=customer_id,
+        emails=frozenset(d["emails"]),
+        phones=frozenset(d["phones"]),
+        external_ids=frozenset((s, v) for s, vs in d["external_ids"].items() for v in vs),
+        attributes={k: ((a[0], a[1]), a[2]) for k, a in d["attributes"].items()},
+        first_seen=d["first_seen"],
+        last_seen=d["last_seen"],
+        events_count=d["events_count"],
+        by_channel=d["by_channel"],
+        by_type=d["by_type"],
+        orders_count=d["orders_count"],
+        spend={c: Decimal(a) for c, a in d["spend"].items()},
+        complaints={k: ((c[0], c[1]), c[2]) for k, c in d["complaints"].items()},
         last_contact=((lc["occurred_at"], lc["event_id"]), lc) if lc else None,
     )
 
 
-async def load(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, Profile]:
-    from psycopg.rows import dict_row
+def to_row(p: Profile) -> tuple:
+    state = to_state(p)
+    return (p.customer_id, state["emails"], state["phones"], p.first_seen, p.last_seen,
+            p.events_count, p.orders_count, len(p.open_complaints), Jsonb(state))
 
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_COLUMNS} FROM profiles WHERE customer_id = ANY(%s::uuid[])",
-                          (customer_ids,))
-        return {str(r["customer_id"]): from_row(r) for r in await cur.fetchall()}
+
+async def load(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, Profile]:
+    cur = await conn.execute(
+        "SELECT customer_id::text, state FROM profiles WHERE customer_id = ANY(%s::uuid[])",
+        (customer_ids,))
+    return {cid: from_state(cid, state) for cid, state in await cur.fetchall()}
 
 
 async def save(conn: psycopg.AsyncConnection, profiles: list[Profile]) -> None:
