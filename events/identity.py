@@ -1,6 +1,7 @@
 """Identity resolution: the keys a customer is known by, and the fact that two became one."""
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -9,19 +10,17 @@ from events.envelope import Customer, UuidStr
 IdentityKey = Annotated[str, Field(pattern=r"^(id|email|phone|ext):.+$")]
 
 
-def identity_keys(customer: Customer) -> list[str]:
-    """The identity-graph keys of `customer`: id, email, phone, then external ids by system."""
+def identity_keys(customer: Customer | Mapping[str, Any]) -> list[str]:
+    """The identity-graph keys of `customer` (a model, or its normalised JSON form): id, email,
+    phone, then external ids by system."""
+    c = customer if isinstance(customer, Mapping) else customer.__dict__
     keys = [
-        f"{kind}:{value}"
-        for kind, value in (
-            ("id", customer.customer_id),
-            ("email", customer.email),
-            ("phone", customer.phone),
-        )
-        if value
+        f"{kind}:{c[field]}"
+        for kind, field in (("id", "customer_id"), ("email", "email"), ("phone", "phone"))
+        if c.get(field)
     ]
     return keys + [
-        f"ext:{system}:{ident}" for system, ident in sorted(customer.external_ids.items())
+        f"ext:{system}:{ident}" for system, ident in sorted((c.get("external_ids") or {}).items())
     ]
 
 

@@ -13,10 +13,14 @@ from projections.contacts import fold as contacts
 from projections.contacts.store import DDL as CONTACTS_DDL
 from services.config import Settings
 from services.kafka import producer
+from services.wire import VALIDATED
 
 
-async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> dict:
-    """Publish everything with the runtime's producer settings; returns rate and end offsets."""
+async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
+                  headers: list[tuple[str, bytes]] | None = None) -> dict:
+    """Publish everything with the runtime's producer settings, marked as our doors mark records
+    (``headers``, default the VALIDATED mark); returns rate and end offsets."""
+    headers = [VALIDATED] if headers is None else headers
     prod = producer(settings, "touchstream-bench")
     await prod.start()
     ends: dict[int, int] = {}
@@ -24,7 +28,7 @@ async def produce(settings: Settings, topic: str, records: list[tuple[bytes, byt
         started = time.perf_counter()
         window = []
         for key, value in records:
-            window.append(await prod.send(topic, key=key, value=value))
+            window.append(await prod.send(topic, key=key, value=value, headers=headers))
             if len(window) >= 20_000:
                 for meta in await asyncio.gather(*window):
                     ends[meta.partition] = max(ends.get(meta.partition, -1), meta.offset)

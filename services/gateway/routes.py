@@ -16,13 +16,12 @@ from events import (
     InvalidEvent,
     Touchpoint,
     TouchpointEvent,
-    dump_touchpoint,
     parse_touchpoint,
-    routing_key,
     with_recorded_at,
 )
 from services.config import Settings
 from services.metrics import ACCEPTED, REJECTED
+from services.wire import raw_record
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
 _SCHEMA = TypeAdapter(Touchpoint).json_schema(ref_template="#/components/schemas/{model}")
@@ -60,7 +59,8 @@ async def _publish(producer: AIOKafkaProducer, settings: Settings, events: list[
                    door: str) -> list[str]:
     """Send all, wait for every ack; on failure say which were acknowledged (ids make retries safe)."""
     async def send(e: TouchpointEvent):
-        fut = await producer.send(settings.raw_topic, key=routing_key(e), value=dump_touchpoint(e))
+        key, value, headers = raw_record(e)
+        fut = await producer.send(settings.raw_topic, key=key, value=value, headers=headers)
         return await fut
 
     results = await asyncio.gather(

@@ -1,6 +1,8 @@
 """Identity stage: touchpoints.raw -> validate -> resolve customer -> touchpoints (keyed by customer).
 
-Bad records go to the DLQ with the reason. Resolved events are acknowledged by the broker before
+Records marked by our own doors (already validated, see services/wire.py) are read as the
+normalised JSON they are; every other record is validated in full. Bad records go to the DLQ
+with the reason. Resolved events are acknowledged by the broker before
 the batch's tracking commits, so a crash can only re-publish (projections de-duplicate by
 event_id), never lose. New customer ids are derived from identifiers, so a replay of the raw log
 gives the same ids.
@@ -10,16 +12,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import psycopg
 from aiokafka.structs import ConsumerRecord
 
-from events import InvalidEvent, identity_keys, parse_touchpoint
+from events import TOUCHPOINT_TYPES, InvalidEvent, identity_keys, parse_touchpoint
 from projections.identity import store
 from projections.identity.resolve import NAMESPACE, Link, resolve
 from services.config import Settings
 from services.kafka import dead_letter, producer, send_all, send_keyed
+from services.wire import is_validated
 
 
 def utc_text(when: datetime) -> str:
@@ -27,20 +31,41 @@ def utc_text(when: datetime) -> str:
     return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def resolved_record(event, customer_id: str, now: datetime) -> bytes:
-    doc = event.model_dump(mode="json")
+def read(record: ConsumerRecord, now: str) -> dict[str, Any]:
+    """The normalised JSON form of a raw touchpoint, times in the log's format.
+
+    Raises InvalidEvent for a bad record."""
+    if is_validated(record.headers):
+        try:
+            return _with_log_times(orjson.loads(record.value), now)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            pass  # not what our doors write: validate it like any other record
+    return _with_log_times(parse_touchpoint(record.value).model_dump(mode="json"), now)
+
+
+def _with_log_times(doc: dict[str, Any], now: str) -> dict[str, Any]:
+    if doc["type"] not in TOUCHPOINT_TYPES or not doc["customer"]:
+        raise ValueError("not a touchpoint")
+    occurred = datetime.fromisoformat(doc["occurred_at"])
+    recorded = datetime.fromisoformat(doc["recorded_at"]) if doc.get("recorded_at") else None
+    if occurred.utcoffset() is None or (recorded and recorded.utcoffset() is None):
+        raise ValueError("times must include a timezone offset")
+    doc["occurred_at"] = utc_text(occurred)
+    doc["recorded_at"] = utc_text(recorded) if recorded else now
+    return doc
+
+
+def resolved_record(doc: dict[str, Any], customer_id: str) -> bytes:
     doc["customer"]["customer_id"] = customer_id
-    doc["occurred_at"] = utc_text(event.occurred_at)
-    doc["recorded_at"] = utc_text(event.recorded_at or now)
     return orjson.dumps(doc)
 
 
-def link_record(link: Link, occurred_at: datetime, now: datetime) -> tuple[str, bytes]:
+def link_record(link: Link, occurred_at: str, now: str) -> tuple[str, bytes]:
     event_id = str(uuid.uuid5(NAMESPACE, f"link:{link.survivor}:{link.merged}:{link.event_id}"))
     return event_id, orjson.dumps({
         "event_id": event_id, "type": "customers_linked", "schema_version": 1,
         "customer": {"customer_id": link.survivor},
-        "occurred_at": utc_text(occurred_at), "recorded_at": utc_text(now),
+        "occurred_at": occurred_at, "recorded_at": now,
         "channel": "identity", "source": "touchstream.identity",
         "payload": {"customer_id": link.survivor, "merged_ids": [link.merged],
                     "reason": "one touchpoint carried identifiers of both customers",
@@ -65,20 +90,20 @@ class IdentityStage:
 
     async def handle(self, conn: psycopg.AsyncConnection, records: list[ConsumerRecord]) -> None:
         good, sends = [], []
+        now = utc_text(datetime.now(UTC))
         for r in records:
             try:
-                good.append((r, parse_touchpoint(r.value)))
+                good.append(read(r, now))
             except InvalidEvent as exc:
                 sends.append(dead_letter(self._producer, self.settings, self.name, r, exc.errors))
-        batch = [(e.event_id, identity_keys(e.customer)) for _, e in good]
+        batch = [(doc["event_id"], identity_keys(doc["customer"])) for doc in good]
         await store.lock_graph(conn)
         known = await store.known(conn, sorted({k for _, keys in batch for k in keys}))
         res = resolve(batch, known)
         await store.save(conn, res)
-        now = datetime.now(UTC)
-        out = [(cid.encode(), resolved_record(event, cid, now))
-               for (_, event), cid in zip(good, res.assigned, strict=True)]
-        when = {e.event_id: e.occurred_at for _, e in good}
+        out = [(cid.encode(), resolved_record(doc, cid))
+               for doc, cid in zip(good, res.assigned, strict=True)]
+        when = {doc["event_id"]: doc["occurred_at"] for doc in good}
         out += [(link.survivor.encode(), link_record(link, when[link.event_id], now)[1])
                 for link in res.links]
         await send_keyed(self._producer, self.settings.log_topic, out)

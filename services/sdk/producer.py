@@ -18,7 +18,8 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from events import TouchpointEvent, dump_touchpoint, parse_touchpoint, routing_key, with_recorded_at
+from events import TouchpointEvent, parse_touchpoint, with_recorded_at
+from services.wire import raw_record
 
 
 class PublishError(RuntimeError):
@@ -44,7 +45,8 @@ class TouchstreamProducer:
             event = parse_touchpoint(event)
         if event.recorded_at is None:
             event = with_recorded_at(event, datetime.now(UTC))
-        future = self._producer.send(self.topic, key=routing_key(event), value=dump_touchpoint(event))
+        key, value, headers = raw_record(event)
+        future = self._producer.send(self.topic, key=key, value=value, headers=headers)
         self._pending.append((event.event_id, future))
         if len(self._pending) >= self._settle_at:
             self._settle()

@@ -356,3 +356,11 @@ def test_dump_then_parse_round_trips(data: dict[str, Any]) -> None:
     dumped = dump_touchpoint(parsed)
     assert parse_touchpoint(dumped) == parsed
     assert dump_touchpoint(parse_touchpoint(dumped)) == dumped
+
+
+def test_identity_keys_of_the_json_form_equal_those_of_the_model() -> None:
+    from services.sample import SampleSpec, generate
+
+    for raw in generate(SampleSpec(customers=50, events=300, seed=3)):
+        event = parse_touchpoint(raw)
+        assert identity_keys(event.model_dump(mode="json")["customer"]) == identity_keys(event.customer)
