@@ -6,6 +6,8 @@ import orjson
 import psycopg
 from psycopg.types.json import set_json_dumps, set_json_loads
 
+from projections.sql import UNPACK, pack
+
 # orjson for every json/jsonb value: the stdlib encoder was a tenth of the projection stage.
 set_json_dumps(orjson.dumps)
 set_json_loads(orjson.loads)
@@ -93,9 +95,9 @@ async def first_seen(conn: psycopg.AsyncConnection, processor: str, event_ids: l
     """Record event ids as processed; return those not processed before (de-duplication)."""
     cur = await conn.execute(
         "INSERT INTO ts_processed_events (processor, event_id) "
-        "SELECT %s, e FROM unnest(%s::uuid[]) AS e ON CONFLICT DO NOTHING RETURNING event_id",
-        (processor, event_ids))
-    return {str(r[0]) for r in await cur.fetchall()}
+        f"SELECT %s, e::uuid FROM {UNPACK} AS e ON CONFLICT DO NOTHING RETURNING event_id::text",
+        (processor, pack(event_ids)))
+    return {r[0] for r in await cur.fetchall()}
 
 
 async def heartbeat(conn: psycopg.AsyncConnection, processor: str, worker_id: str,

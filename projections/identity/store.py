@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from projections.identity.resolve import Resolution
+from projections.sql import UNPACK, pack
 
 DDL = """
 CREATE TABLE IF NOT EXISTS identity_customers (
@@ -41,7 +42,7 @@ async def known(conn: psycopg.AsyncConnection, keys: list[str]) -> dict[str, tup
     a merged cluster), so a canonical id is always a root and needs no chain walking."""
     cur = await conn.execute(
         "SELECT k.key, k.customer_id::text, c.canonical_id::text FROM identity_keys k "
-        "JOIN identity_customers c USING (customer_id) WHERE k.key = ANY(%s)", (keys,))
+        f"JOIN identity_customers c USING (customer_id) WHERE k.key IN (SELECT {UNPACK})", (pack(keys),))
     found = {k: (c, cc) for k, c, cc in await cur.fetchall()}
     # A customer id the API handed out names a customer even when no event carried it as a key.
     named = [k[3:] for k in keys if k.startswith("id:") and k not in found]
@@ -57,11 +58,12 @@ async def save(conn: psycopg.AsyncConnection, res: Resolution) -> None:
     if res.new_customers:
         await conn.execute(
             "INSERT INTO identity_customers (customer_id, canonical_id) "
-            "SELECT c, c FROM unnest(%s::uuid[]) AS c ON CONFLICT DO NOTHING", (res.new_customers,))
+            f"SELECT c::uuid, c::uuid FROM {UNPACK} AS c ON CONFLICT DO NOTHING", (pack(res.new_customers),))
     if res.new_keys:
         await conn.execute(
-            "INSERT INTO identity_keys (key, customer_id) SELECT * FROM unnest(%s::text[], %s::uuid[]) "
-            "ON CONFLICT DO NOTHING", (list(res.new_keys), list(res.new_keys.values())))
+            "INSERT INTO identity_keys (key, customer_id) SELECT k, c::uuid "
+            f"FROM {UNPACK} WITH ORDINALITY AS a(k, i) JOIN {UNPACK} WITH ORDINALITY AS b(c, j) ON i = j "
+            "ON CONFLICT DO NOTHING", (pack(list(res.new_keys)), pack(list(res.new_keys.values()))))
     for link in res.links:
         await conn.execute(
             "UPDATE identity_customers SET canonical_id = %s WHERE canonical_id = %s",

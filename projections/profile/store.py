@@ -15,6 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from projections.profile.fold import Profile
+from projections.sql import UNPACK, pack
 
 DDL = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -88,8 +89,8 @@ def to_row(p: Profile) -> tuple:
 
 async def load(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, Profile]:
     cur = await conn.execute(
-        "SELECT customer_id::text, state FROM profiles WHERE customer_id = ANY(%s::uuid[])",
-        (customer_ids,))
+        "SELECT customer_id::text, state FROM profiles "
+        f"WHERE customer_id IN (SELECT c::uuid FROM {UNPACK} c)", (pack(customer_ids),))
     return {cid: from_state(cid, state) for cid, state in await cur.fetchall()}
 
 

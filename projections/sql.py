@@ -1,0 +1,14 @@
+"""SQL helpers shared by the stores.
+
+Large lists travel as one text parameter that PostgreSQL splits: adapting a Python list of 5,000
+strings to a uuid[] or text[] parameter cost ~10-35 ms a batch on the client.
+"""
+
+SEPARATOR = "\x1f"
+UNPACK = "unnest(string_to_array(%s, chr(31)))"
+
+
+def pack(values: list[str]) -> str:
+    if any(SEPARATOR in v for v in values):
+        raise ValueError("values must not contain the unit separator")
+    return SEPARATOR.join(values)
