@@ -88,19 +88,27 @@ class IdentityStage:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def handle(self, conn: psycopg.AsyncConnection, records: list[ConsumerRecord]) -> None:
-        good, sends = [], []
+    def prepare(self, records: list[ConsumerRecord]) -> list[dict[str, Any] | InvalidEvent]:
         now = utc_text(datetime.now(UTC))
+        out: list[dict[str, Any] | InvalidEvent] = []
         for r in records:
             try:
-                good.append(read(r, now))
+                out.append(read(r, now))
             except InvalidEvent as exc:
-                sends.append(dead_letter(self._producer, self.settings, self.name, r, exc.errors))
+                out.append(exc)
+        return out
+
+    async def handle(self, conn: psycopg.AsyncConnection,
+                     items: list[tuple[ConsumerRecord, dict[str, Any] | InvalidEvent]]) -> None:
+        good = [doc for _, doc in items if not isinstance(doc, InvalidEvent)]
+        sends = [dead_letter(self._producer, self.settings, self.name, r, doc.errors)
+                 for r, doc in items if isinstance(doc, InvalidEvent)]
         batch = [(doc["event_id"], identity_keys(doc["customer"])) for doc in good]
         await store.lock_graph(conn)
         known = await store.known(conn, sorted({k for _, keys in batch for k in keys}))
         res = resolve(batch, known)
         await store.save(conn, res)
+        now = utc_text(datetime.now(UTC))
         out = [(cid.encode(), resolved_record(doc, cid))
                for doc, cid in zip(good, res.assigned, strict=True)]
         when = {doc["event_id"]: doc["occurred_at"] for doc in good}

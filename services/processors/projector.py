@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import InvalidOperation
+from typing import Any
 
 import orjson
 import psycopg
@@ -36,25 +37,35 @@ class ProjectionStage:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def handle(self, conn: psycopg.AsyncConnection, records: list[ConsumerRecord]) -> None:
-        events, dead = {}, []
+    def prepare(self, records: list[ConsumerRecord]) -> list[Any]:
+        """Per record: (event, contact row), None for an identity event, or the decode error."""
+        out: list[Any] = []
         for r in records:
             try:
                 event = orjson.loads(r.value)
-                if event["type"] in NOT_TOUCHPOINTS:
-                    continue
-                events.setdefault(event["event_id"], (event, contacts.row(event, r.partition, r.offset)))
+                out.append(None if event["type"] in NOT_TOUCHPOINTS
+                           else (event, contacts.row(event, r.partition, r.offset)))
             except (orjson.JSONDecodeError, *FOLD_ERRORS) as exc:
-                dead.append((r, [{"field": None, "reason": f"unreadable record: {exc!r}"}]))
+                out.append(exc)
+        return out
+
+    async def handle(self, conn: psycopg.AsyncConnection, items: list[tuple[ConsumerRecord, Any]]) -> None:
+        events: dict[str, tuple[dict, contacts.ContactRow, ConsumerRecord]] = {}
+        dead = []
+        for r, item in items:
+            if isinstance(item, BaseException):
+                dead.append((r, [{"field": None, "reason": f"unreadable record: {item!r}"}]))
+            elif item is not None:
+                events.setdefault(item[0]["event_id"], (*item, r))
         new = await store.first_seen(conn, self.name, list(events)) if events else set()
         DUPLICATES.labels(self.name).inc(len(events) - len(new))
         fresh = [events[event_id] for event_id in events if event_id in new]
         try:
-            deltas = profile.fold_batch([event for event, _ in fresh])
+            deltas = profile.fold_batch([event for event, _, _ in fresh])
         except FOLD_ERRORS:  # find the culprits one by one; the rest of the batch goes on
-            fresh = [(e, row) for e, row in fresh if self._foldable(e, row, records, dead)]
-            deltas = profile.fold_batch([event for event, _ in fresh])
-        await contacts_store.write(conn, [row for _, row in fresh])
+            fresh = [(e, row, r) for e, row, r in fresh if _foldable(e, r, dead)]
+            deltas = profile.fold_batch([event for event, _, _ in fresh])
+        await contacts_store.write(conn, [row for _, row, _ in fresh])
         stored = await profile_store.load(conn, list(deltas))
         await profile_store.save(conn, [profile.merge(stored[c], d) if c in stored else d
                                         for c, d in deltas.items()])
@@ -62,14 +73,10 @@ class ProjectionStage:
                                         for r, e in dead])
 
 
-    @staticmethod
-    def _foldable(event: dict, row: contacts.ContactRow, records: list[ConsumerRecord],
-                  dead: list) -> bool:
-        try:
-            profile.of_event(event)
-            return True
-        except FOLD_ERRORS as exc:
-            record = next(r for r in records
-                          if r.partition == row.source_partition and r.offset == row.source_offset)
-            dead.append((record, [{"field": None, "reason": f"cannot fold: {exc!r}"}]))
-            return False
+def _foldable(event: dict, record: ConsumerRecord, dead: list) -> bool:
+    try:
+        profile.of_event(event)
+        return True
+    except FOLD_ERRORS as exc:
+        dead.append((record, [{"field": None, "reason": f"cannot fold: {exc!r}"}]))
+        return False

@@ -1,7 +1,10 @@
 """The processor runtime shared by all stages: batches in, one PostgreSQL transaction out.
 
 For each batch: lock the tracking rows of its partitions, drop records at or below the committed
-offsets, let the handler write its effects, save the new offsets, commit. On assignment a
+offsets, let the handler write its effects, save the new offsets, commit. While a batch commits
+(the process waits for PostgreSQL and the broker), the next one is fetched and prepared (decoded,
+validated: pure work), so the CPU and the servers work at the same time; batches still commit
+one after the other, in order. On assignment a
 consumer seeks to the tracked offset + 1 (Kafka's committed offsets are only a hint), so
 redelivery after a crash or a rebalance never applies an effect twice.
 """
@@ -14,10 +17,11 @@ import logging
 import os
 import socket
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
@@ -38,8 +42,12 @@ class Handler(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def handle(self, conn: psycopg.AsyncConnection, records: list[ConsumerRecord]) -> None:
-        """Write the effects of ``records`` inside the caller's transaction."""
+    def prepare(self, records: list[ConsumerRecord]) -> list[Any]:
+        """Pure work on a batch (decode, validate), one item per record, before its transaction."""
+
+    async def handle(self, conn: psycopg.AsyncConnection,
+                     items: list[tuple[ConsumerRecord, Any]]) -> None:
+        """Write the effects of the (record, prepared item) pairs inside the caller's transaction."""
 
 
 class _SeekToTracked(ConsumerRebalanceListener):
@@ -123,25 +131,30 @@ class BatchProcessor(Service):
         log.info("%s assigned %s", self.handler.name, sorted(tp.partition for tp in assigned))
 
     async def _run(self) -> None:
-        while not self.should_stop:
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Never die on a partition: log, back off, and resume from the tracked positions.
-                log.exception("%s: unexpected failure; resuming from tracked offsets", self.handler.name)
-                await asyncio.sleep(1.0)
-                with contextlib.suppress(Exception):
-                    await self.seek_to_tracked(set(self.assigned))
-
-    async def _step(self) -> None:
-        records = await self._take_batch()
-        last: dict[int, int] = {}
-        if records:
-            last = await self._process_until_done(records)
-        self._report_lag(last)
-        await self._heartbeat()
+        committing: asyncio.Future | None = None
+        try:
+            while not self.should_stop:
+                try:
+                    records = await self._take_batch()
+                    prepared = self.handler.prepare(records) if records else []
+                    last = await committing if committing else {}
+                    committing = None
+                    self._report_lag(last)
+                    await self._heartbeat()
+                    if records:
+                        committing = asyncio.ensure_future(self._process_until_done(records, prepared))
+                except (asyncio.CancelledError, ConsumerStoppedError):
+                    break  # stopping
+                except Exception:
+                    # Never die on a partition: log, back off, resume from the tracked positions.
+                    log.exception("%s: unexpected failure; resuming from tracked offsets",
+                                  self.handler.name)
+                    committing = await _cancelled(committing)
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(Exception):
+                        await self.seek_to_tracked(set(self.assigned))
+        finally:
+            await _cancelled(committing)
 
     async def _take_batch(self) -> list[ConsumerRecord]:
         """Up to batch_max_records: wait up to batch_timeout_ms for the first records, then keep
@@ -162,12 +175,13 @@ class BatchProcessor(Service):
             timeout = 5
         return records
 
-    async def _process_until_done(self, records: list[ConsumerRecord]) -> dict[int, int]:
+    async def _process_until_done(self, records: list[ConsumerRecord],
+                                  prepared: list[Any]) -> dict[int, int]:
         """Retry a batch until it commits: an outage stalls the partition, it never skips it."""
         delay = 0.1
         while True:
             try:
-                return await self.process(records)
+                return await self.process(records, prepared)
             except RETRYABLE as exc:
                 log.warning("%s: batch failed (%s), retrying in %.1fs", self.handler.name, exc, delay)
                 if self._conn is not None and self._conn.closed:
@@ -175,7 +189,7 @@ class BatchProcessor(Service):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def process(self, records: list[ConsumerRecord]) -> dict[int, int]:
+    async def process(self, records: list[ConsumerRecord], prepared: list[Any]) -> dict[int, int]:
         name, topic = self.handler.name, self.handler.topic
         started = time.perf_counter()
         last: dict[int, int] = {}
@@ -185,7 +199,8 @@ class BatchProcessor(Service):
             conn = await self.connection()
             async with conn.transaction():
                 committed = await store.lock_positions(conn, name, topic, sorted(last))
-                fresh = [r for r in records if r.offset > committed.get(r.partition, -1)]
+                fresh = [(r, item) for r, item in zip(records, prepared, strict=True)
+                         if r.offset > committed.get(r.partition, -1)]
                 if fresh:
                     await self.handler.handle(conn, fresh)
                 await store.save_positions(conn, name, topic, last)
@@ -213,3 +228,13 @@ class BatchProcessor(Service):
             async with conn.transaction():
                 await store.heartbeat(conn, self.handler.name, self._worker_id,
                                       sorted(tp.partition for tp in self.assigned))
+
+
+async def _cancelled(task: asyncio.Future | None) -> None:
+    """Cancel a commit in flight (its transaction rolls back; the tracked offsets say where to resume)."""
+    if task is not None and not task.done():
+        task.cancel()
+    if task is not None:
+        with contextlib.suppress(BaseException):
+            await task
+    return None
