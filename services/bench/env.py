@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
+import httpx
 import psutil
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -50,6 +50,18 @@ class BenchEnv:
         migrate(s.database_url)
         return s
 
+    def fresh_database(self, settings: Settings) -> Settings:
+        """The topics of ``settings`` with a new, migrated database and new consumer groups."""
+        tag = uuid.uuid4().hex[:8]
+        name = f"bench_{tag}"
+        with psycopg.connect(self.base.database_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        s = settings.model_copy(update={
+            "database_url": make_conninfo(self.base.database_url, dbname=name),
+            "consumer_group_prefix": f"b{tag}"})
+        migrate(s.database_url)
+        return s
+
     def spawn(self, settings: Settings, args: list[str], log_name: str) -> subprocess.Popen:
         """A Touchstream process, started exactly as `make run` starts it."""
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -81,6 +93,28 @@ class BenchEnv:
             self.stop_child(child)
         self.infra.stop()
 
+    def serve(self, settings: Settings, timeout_s: float = 120) -> list[subprocess.Popen]:
+        """The API and one worker per stage, as `make run` starts them; returns once /readyz is 200."""
+        procs = [self.spawn(settings, ["api", "--loglevel", "warning"], "bench-api")] + [
+            self.spawn(settings, ["worker", "--stages", stage, "--loglevel", "warning"], f"bench-{stage}")
+            for stage in ("identity", "projections")]
+        url = f"http://{settings.http_host}:{settings.http_port}/readyz"
+
+        def ready() -> bool:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a bench process exited; see {self.base.state_dir}/logs")
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(url, timeout=2).status_code == 200
+            return False
+
+        try:
+            wait_until(ready, timeout_s, interval_s=0.25)
+        except BaseException:
+            for p in procs:
+                self.stop_child(p)
+            raise
+        return procs
+
     def server_pids(self) -> dict[str, int]:
         pids = {}
         if self.infra.broker and self.infra.broker.pid:
@@ -91,14 +125,15 @@ class BenchEnv:
 
 
 def raw_records(events: int, customers: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
-    """The sample as the gateway would publish it: (key, value) with recorded_at set."""
+    """The sample exactly as the gateway publishes it: validated, normalised, recorded_at set,
+    keyed by an identifier; send with the ``VALIDATED`` header (``limits.produce`` does)."""
+    from events import parse_touchpoint, with_recorded_at
+    from services.wire import raw_record
+
     out = []
-    recorded = END.isoformat()
     for e in generate(SampleSpec(customers=customers, events=events, seed=seed, end=END)):
-        e["recorded_at"] = recorded
-        c = e["customer"]
-        key = c.get("email") or c.get("phone") or next(iter(c.get("external_ids", {}).values()), "")
-        out.append((key.encode(), orjson.dumps(e)))
+        key, value, _ = raw_record(with_recorded_at(parse_touchpoint(e), END))
+        out.append((key, value))
     return out
 
 
