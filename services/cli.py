@@ -13,9 +13,12 @@ from services.config import get_settings
 def _worker(args: argparse.Namespace) -> None:
     from services.processors.app import run_worker
 
+    settings = get_settings()
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)
     stages = args.stages.split(",") if args.stages else None
     sys.argv = [sys.argv[0], "worker"]  # faust's Worker reads its own command line
-    run_worker(get_settings(), stages, loglevel=args.loglevel)
+    run_worker(settings, stages, loglevel=args.loglevel)
 
 
 def _api(args: argparse.Namespace) -> None:

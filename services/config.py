@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     batch_timeout_ms: int = Field(100, ge=1)
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
-    identity_cache_size: int = Field(500_000, ge=0)
+    # Workers yield the CPU to the API on a shared machine: lookups and accepts stay fast while a
+    # backlog is processed (0 to run them at the same priority).
+    worker_nice: int = Field(10, ge=0, le=19)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -55,6 +55,9 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("two workers per stage, events/s", _fmt(p.get("two_workers_events_per_s")), "",
          f"ratio {_fmt(p.get('two_workers_ratio'))}"),
     ]
+    ours = (p.get("projection_stage") or {}).get("events_per_s")
+    out.append(("our projection stage alone on the same log, events/s", _fmt(ours), "",
+                "like-for-like with the peers"))
     for peer, target in (("faust", 3.0), ("quixstreams", 1.0)):
         peer_rate = (p.get("peers", {}).get(peer) or {}).get("events_per_s")
         ratio = p.get(f"ratio_to_{peer}")

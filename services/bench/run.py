@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.bench import limits, pipeline, report
+from services.bench import freshness, ingest, limits, peers, pipeline, queries, report
 from services.bench.env import BenchEnv, raw_records
 from services.config import Settings
 
@@ -57,6 +57,17 @@ def pipeline_figures(env: BenchEnv, records: list, quick: bool) -> tuple[dict[st
         "ratio_to_faust": None,
         "ratio_to_quixstreams": None,
     }
+    expected = one["contacts_rows"]
+    log("peers: our projection stage, a faust agent and a quixstreams application on the same log")
+    ours = peers.run_ours(env, s, expected)
+    figures["projection_stage"] = ours
+    for kind in ("faust", "quixstreams"):
+        try:
+            figures["peers"][kind] = peers.run_peer(env, kind, s, expected)
+            figures[f"ratio_to_{kind}"] = ours["events_per_s"] / figures["peers"][kind]["events_per_s"]
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported, not hidden
+            figures["peers"][kind] = {"error": repr(exc), "events_per_s": None}
+            log(f"peer {kind} failed: {exc!r}")
     memory = {}
     for phase in ("20pct", "100pct"):
         for name, mb in one["memory"].get(phase, {}).items():
@@ -82,6 +93,13 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path) -> 
         result: dict[str, Any] = {"started_at": started, "quick": quick, "machine": report.machine()}
         figures, _ = pipeline_figures(env, records, quick)
         result.update(figures)
+        del records
+        log("ingest: HTTP single and batch, SDK")
+        result["ingest"] = ingest.run(env, quick)
+        log("freshness: POST until the profile shows it")
+        result["freshness"] = {"profile": freshness.run(env, quick)}
+        log("queries: profile and timeline, idle and under load")
+        result["query"] = queries.run(env, quick)
     finally:
         env.stop()
     command = "touchstream bench " + " ".join(sys.argv[2:])

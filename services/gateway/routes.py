@@ -85,11 +85,11 @@ async def _json(request: Request) -> Any:
                        errors=[{"index": 0, "field": "", "reason": f"not valid JSON: {exc}"}]) from None
 
 
-def get_producer(request: Request) -> AIOKafkaProducer:
+async def get_producer(request: Request) -> AIOKafkaProducer:
     return request.app.state.producer
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
