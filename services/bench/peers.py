@@ -76,7 +76,7 @@ def run_ours(env: BenchEnv, log_topic_settings: Settings, expected: int) -> dict
 
 
 def _spawn_peer(env: BenchEnv, s: Settings, kind: str) -> subprocess.Popen:
-    peer_dir = Path(env.base.state_dir, "peers", s.consumer_group_prefix)
+    peer_dir = Path(env.base.state_dir, "peers", s.consumer_group_prefix).resolve()
     peer_dir.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
                  "DATABASE_URL": s.database_url, "LOG_TOPIC": s.log_topic,

@@ -9,6 +9,7 @@ the ``dead_letters`` read model that ops query.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import faust
 import psycopg
@@ -29,6 +30,7 @@ def build_app(settings: Settings, stages: list[str] | None = None) -> faust.App:
         settings.group("workers"),
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
+        datadir=str(Path(settings.state_dir, "faust").resolve()),
         web_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,
