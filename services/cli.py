@@ -24,10 +24,10 @@ def _worker(args: argparse.Namespace) -> None:
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from services.api.app import create_app
-
     s = get_settings()
-    uvicorn.run(create_app(s), host=args.host or s.http_host, port=args.port or s.http_port,
+    # Several processes share the port: one Python process answers on one core.
+    uvicorn.run("services.api.app:create_app", factory=True, workers=s.api_workers,
+                host=args.host or s.http_host, port=args.port or s.http_port,
                 log_level=args.loglevel, access_log=False)
 
 

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     # Doors.
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    api_workers: int = Field(2, ge=1)
     batch_max_events: int = Field(1000, ge=1)
     max_body_bytes: int = Field(5_000_000, ge=1024)
     produce_timeout_s: float = 10.0
