@@ -117,24 +117,20 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
     }
 
 
-def _cpu(env: BenchEnv, procs) -> dict[str, float]:
-    out = {f"worker-{i}": cpu_seconds(p.pid) for i, p in enumerate(procs)}
-    pids = env.server_pids()
-    if "broker" in pids:
-        out["broker"] = cpu_seconds(pids["broker"])
-    if "database" in pids:
-        out["database"] = cpu_seconds(pids["database"], children=True)
+def _per_process(env: BenchEnv, procs, read) -> dict[str, float]:
+    """``read(pid, children)`` for each worker, the broker and PostgreSQL (with its backends)."""
+    out = {f"worker-{i}": read(p.pid, False) for i, p in enumerate(procs)}
+    for name, pid in env.server_pids().items():
+        out[name] = read(pid, name == "database")
     return out
+
+
+def _cpu(env: BenchEnv, procs) -> dict[str, float]:
+    return _per_process(env, procs, cpu_seconds)
 
 
 def _rss(env: BenchEnv, procs) -> dict[str, float]:
-    out = {f"worker-{i}": rss_mb(p.pid) for i, p in enumerate(procs)}
-    pids = env.server_pids()
-    if "broker" in pids:
-        out["broker"] = rss_mb(pids["broker"])
-    if "database" in pids:
-        out["database"] = rss_mb(pids["database"], children=True)
-    return out
+    return _per_process(env, procs, rss_mb)
 
 
 def _check_alive(procs) -> None:
