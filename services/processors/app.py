@@ -26,11 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings, stages: list[str] | None = None) -> faust.App:
+    datadir = Path(settings.state_dir, "faust").resolve()
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.group("workers"),
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
-        datadir=str(Path(settings.state_dir, "faust").resolve()),
+        datadir=str(datadir),
         web_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,

@@ -23,7 +23,7 @@ def _worker(settings, log_path) -> subprocess.Popen:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "DATABASE_URL": settings.database_url, "TOPIC_PREFIX": settings.topic_prefix,
            "CONSUMER_GROUP_PREFIX": settings.consumer_group_prefix,
-           "BATCH_MAX_RECORDS": "1000"}
+           "BATCH_MAX_RECORDS": "1000", "STATE_DIR": str(settings.state_dir)}
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "services.cli", "worker",
                                  "--loglevel", "warning"], env=env, stdout=log,
