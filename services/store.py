@@ -58,6 +58,13 @@ def migrate(url: str) -> None:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
 
 
+def forget_positions(url: str) -> None:
+    """Drop every tracked position (the log they referred to is gone)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM ts_tracking")
+        conn.execute("DELETE FROM ts_workers")
+
+
 async def lock_positions(conn: psycopg.AsyncConnection, processor: str, topic: str,
                          partitions: list[int]) -> dict[int, int]:
     """Lock the tracking rows of a batch's partitions and return their committed offsets.

@@ -31,9 +31,14 @@ class Infra:
             updates["database_url"] = self.database.url
         self.settings = s.model_copy(update=updates)
         ensure_topics(self.settings)
-        from services.store import migrate
+        from services.store import forget_positions, migrate
 
         migrate(self.settings.database_url)
+        if self.broker:
+            # The embedded broker keeps nothing across a restart: its topics start again at
+            # offset 0, so positions tracked against the previous log mean nothing. Events sent
+            # again are still counted once (event_id de-duplication).
+            forget_positions(self.settings.database_url)
         return self.settings
 
     def child_env(self) -> dict[str, str]:

@@ -55,3 +55,28 @@ def test_readme_quickstart_publish_then_read(tmp_path):
         assert profile["last_contact"]["event_id"] == accepted["accepted"][0]
     finally:
         platform.stop()
+
+
+def test_a_restarted_platform_processes_new_events(tmp_path):
+    """The embedded broker starts empty; positions tracked against the old log must not hide
+    the new one's events."""
+    import httpx
+
+    from tests.integration.pipeline import touchpoint
+
+    for run, kind in enumerate(("call", "email")):
+        port = free_port()
+        platform = Platform(Settings(state_dir=tmp_path, http_port=port)).start()
+        try:
+            base = f"http://127.0.0.1:{port}"
+            event = touchpoint(kind, email="restart@example.com")
+            assert httpx.post(f"{base}/v1/touchpoints", json=event).status_code == 202
+            deadline, count = time.monotonic() + 30, 0
+            while time.monotonic() < deadline and count < run + 1:
+                items = httpx.get(f"{base}/v1/customers",
+                                  params={"email": "restart@example.com"}).json()["items"]
+                count = items[0]["events_count"] if items else 0
+                time.sleep(0.2)
+            assert count == run + 1
+        finally:
+            platform.stop()
