@@ -78,20 +78,17 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
             wait_until(lambda: _assigned(conn, s.partitions), timeout_s=120)
             started = time.perf_counter()
             cpu_before = _cpu(env, procs)
-            sampled = False
-            while not _caught_up(conn, "identity", raw_ends):
-                if not sampled and sum(_positions(conn, "projections").values()) >= 0.2 * n:
-                    memory["20pct"] = _rss(env, procs)
-                    sampled = True
-                _check_alive(procs)
-                time.sleep(0.05)
+            def follow(stage: str, ends: dict[int, int]) -> None:
+                """Wait for a stage to reach ``ends``; sample memory at 20% of the projections."""
+                while not _caught_up(conn, stage, ends):
+                    if "20pct" not in memory and sum(_positions(conn, "projections").values()) >= 0.2 * n:
+                        memory["20pct"] = _rss(env, procs)
+                    _check_alive(procs)
+                    time.sleep(0.05)
+
+            follow("identity", raw_ends)  # the end of touchpoints is known once identity is done
             log_ends = asyncio.run(topic_ends(s, s.log_topic))
-            while not _caught_up(conn, "projections", log_ends):
-                if not sampled and sum(_positions(conn, "projections").values()) >= 0.2 * n:
-                    memory["20pct"] = _rss(env, procs)
-                    sampled = True
-                _check_alive(procs)
-                time.sleep(0.05)
+            follow("projections", log_ends)
             elapsed = time.perf_counter() - started
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu(env, procs).items()}
             memory["100pct"] = _rss(env, procs)
