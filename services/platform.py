@@ -35,6 +35,14 @@ class Platform:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
 
     def start(self, ready_timeout_s: float = 90) -> Platform:
+        """Start everything; if any part fails, stop what did start and re-raise."""
+        try:
+            return self._start(ready_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, ready_timeout_s: float) -> Platform:
         self.settings = self.infra.start()
         env = self.infra.child_env()
         metrics_dir = Path(self.settings.state_dir, "metrics").resolve()

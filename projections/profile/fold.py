@@ -8,7 +8,7 @@ that the identity graph linked (no rewrite of history when identities merge).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -200,7 +200,3 @@ class _Acc:
 
 def empty(customer_id: str) -> Profile:
     return Profile(customer_id=customer_id)
-
-
-def with_id(profile: Profile, customer_id: str) -> Profile:
-    return replace(profile, customer_id=customer_id)

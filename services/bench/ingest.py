@@ -18,7 +18,7 @@ import psycopg
 
 from services.bench.env import END, BenchEnv, cpu_seconds, wait_until
 from services.bench.loadgen import measure
-from services.bench.pipeline import _caught_up, topic_ends
+from services.bench.pipeline import caught_up, topic_ends
 from services.config import Settings
 from services.infra.broker import free_port
 from services.sample import SampleSpec, generate
@@ -41,9 +41,9 @@ def drain(settings: Settings, timeout_s: float = 600) -> None:
     """Wait until both stages have processed everything published so far."""
     raw = asyncio.run(topic_ends(settings, settings.raw_topic))
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        wait_until(lambda: _caught_up(conn, "identity", raw), timeout_s, interval_s=0.1)
+        wait_until(lambda: caught_up(conn, "identity", raw), timeout_s, interval_s=0.1)
         log = asyncio.run(topic_ends(settings, settings.log_topic))
-        wait_until(lambda: _caught_up(conn, "projections", log), timeout_s, interval_s=0.1)
+        wait_until(lambda: caught_up(conn, "projections", log), timeout_s, interval_s=0.1)
 
 
 def run(env: BenchEnv, quick: bool) -> dict:

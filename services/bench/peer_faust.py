@@ -1,4 +1,4 @@
-"""Issue 8's faust peer: an idiomatic faust-streaming agent running our two projections.
+"""The benchmark's faust peer: an idiomatic faust-streaming agent running our two projections.
 
 ``stream.take_events(1000, within=0.1)`` (``take`` with the events, for their partition and
 offset), one PostgreSQL transaction per batch, faust committing the offsets. Run:

@@ -1,4 +1,4 @@
-"""Issue 8's quixstreams peer: a StreamingDataFrame whose BatchingSink runs our two projections.
+"""The benchmark's quixstreams peer: a StreamingDataFrame whose BatchingSink runs our two projections.
 
 quixstreams flushes its sinks at each checkpoint, one ``write`` per partition's batch; each write
 is one PostgreSQL transaction, through the same (async) store functions, on a loop the sink owns.

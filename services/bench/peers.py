@@ -1,7 +1,7 @@
-"""Issue 8's peers: the same two projections run by faust-streaming and by quixstreams.
+"""The benchmark's peers: the same two projections run by faust-streaming and by quixstreams.
 
-Both peers call ``project`` below: the folds and store functions of our projection stage, minus
-its exactly-once tracking and dead letters (the peers let their framework commit offsets and
+Both peers call ``project`` below: our projection stage's write path, minus its exactly-once
+tracking and dead letters (the peers let their framework commit offsets and
 rely on ``first_seen`` for redeliveries). So the only difference between the three runs is how
 events reach the folds and how the rows reach PostgreSQL.
 
@@ -28,12 +28,9 @@ from typing import Any
 import psycopg
 
 from projections.contacts import fold as contacts
-from projections.contacts import store as contacts_store
-from projections.profile import fold as profile
-from projections.profile import store as profile_store
-from services import store
 from services.bench.env import BenchEnv, cpu_seconds
 from services.config import Settings
+from services.processors import projector
 from services.processors.projector import NOT_TOUCHPOINTS
 
 PEERS = {"faust": "services.bench.peer_faust", "quixstreams": "services.bench.peer_quix"}
@@ -42,20 +39,13 @@ POLL_S = 0.25
 
 async def project(conn: psycopg.AsyncConnection, processor: str,
                   records: Iterable[tuple[dict[str, Any], int, int]]) -> None:
-    """One batch of decoded (event, partition, offset), in the caller's transaction."""
+    """One batch of decoded (event, partition, offset), in the caller's transaction: our
+    projection stage's own write path (``projector.project``)."""
     events: dict[str, tuple[dict, contacts.ContactRow]] = {}
     for event, partition, offset in records:
         if event["type"] not in NOT_TOUCHPOINTS:
             events.setdefault(event["event_id"], (event, contacts.row(event, partition, offset)))
-    if not events:
-        return
-    new = await store.first_seen(conn, processor, list(events))
-    fresh = [events[event_id] for event_id in events if event_id in new]
-    deltas = profile.fold_batch([event for event, _ in fresh])
-    await contacts_store.write(conn, [row for _, row in fresh])
-    stored = await profile_store.load(conn, list(deltas))
-    await profile_store.save(conn, [profile.merge(stored[c], d) if c in stored else d
-                                    for c, d in deltas.items()])
+    await projector.project(conn, processor, events)
 
 
 def run_peer(env: BenchEnv, kind: str, log_topic_settings: Settings, expected: int) -> dict:

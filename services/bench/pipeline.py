@@ -52,7 +52,7 @@ async def topic_ends(settings: Settings, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-def _caught_up(conn: psycopg.Connection, processor: str, ends: dict[int, int]) -> bool:
+def caught_up(conn: psycopg.Connection, processor: str, ends: dict[int, int]) -> bool:
     done = _positions(conn, processor)
     return all(done.get(p, -1) >= end for p, end in ends.items())
 
@@ -80,7 +80,7 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
             cpu_before = _cpu(env, procs)
             def follow(stage: str, ends: dict[int, int]) -> None:
                 """Wait for a stage to reach ``ends``; sample memory at 20% of the projections."""
-                while not _caught_up(conn, stage, ends):
+                while not caught_up(conn, stage, ends):
                     if "20pct" not in memory and sum(_positions(conn, "projections").values()) >= 0.2 * n:
                         memory["20pct"] = _rss(env, procs)
                     _check_alive(procs)

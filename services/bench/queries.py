@@ -20,7 +20,7 @@ from services.bench.env import BenchEnv, cpu_seconds, raw_records
 from services.bench.ingest import drain
 from services.bench.limits import produce
 from services.bench.loadgen import measure
-from services.bench.pipeline import _caught_up, topic_ends
+from services.bench.pipeline import caught_up, topic_ends
 from services.config import Settings
 from services.infra.broker import free_port
 
@@ -80,6 +80,6 @@ def run(env: BenchEnv, quick: bool,
 
 def _still_busy(s: Settings) -> bool:
     with psycopg.connect(s.database_url, autocommit=True) as conn:
-        if not _caught_up(conn, "identity", asyncio.run(topic_ends(s, s.raw_topic))):
+        if not caught_up(conn, "identity", asyncio.run(topic_ends(s, s.raw_topic))):
             return True
-        return not _caught_up(conn, "projections", asyncio.run(topic_ends(s, s.log_topic)))
+        return not caught_up(conn, "projections", asyncio.run(topic_ends(s, s.log_topic)))

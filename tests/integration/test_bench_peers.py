@@ -1,4 +1,4 @@
-"""Issue 8's peers write exactly what our projection stage writes, on the same log."""
+"""The benchmark's peers write exactly what our projection stage writes, on the same log."""
 
 from __future__ import annotations
 
