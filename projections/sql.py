@@ -12,3 +12,13 @@ def pack(values: list[str]) -> str:
     if any(SEPARATOR in v for v in values):
         raise ValueError("values must not contain the unit separator")
     return SEPARATOR.join(values)
+
+
+def copy_field(value: str) -> str:
+    """A value in COPY's text format."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def array_literal(values: list[str]) -> str:
+    """A text[] literal: every element quoted, so no value can be read as NULL or split."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     consumer_group_prefix: str = "touchstream"
     batch_max_records: int = Field(5000, ge=1)
     batch_timeout_ms: int = Field(100, ge=1)
+    # Profiles a projection worker keeps after writing them, so that the next batch need not read
+    # them back (about 2 KB each).
+    profile_cache_size: int = Field(100_000, ge=0)
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # A positive value makes workers yield the CPU to the API on a shared machine. Measured on 2

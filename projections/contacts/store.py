@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from projections.contacts.fold import ContactRow
+from projections.sql import copy_field as _text
 
 DDL = """
 CREATE TABLE IF NOT EXISTS contacts (
@@ -27,11 +28,6 @@ CREATE TABLE IF NOT EXISTS contacts (
 """
 
 _COLUMNS = ", ".join(ContactRow._fields)
-
-
-def _text(value: str) -> str:
-    """A value in COPY's text format."""
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def copy_text(rows: list[ContactRow]) -> str:

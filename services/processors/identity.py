@@ -88,6 +88,9 @@ class IdentityStage:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    def forget(self) -> None:
+        """Nothing is cached between batches: the graph is shared by every identity worker."""
+
     def prepare(self, records: list[ConsumerRecord]) -> list[dict[str, Any] | InvalidEvent]:
         now = utc_text(datetime.now(UTC))
         out: list[dict[str, Any] | InvalidEvent] = []

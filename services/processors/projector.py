@@ -1,7 +1,15 @@
-"""Projection stage: touchpoints -> profile and contact history, in one transaction per batch."""
+"""Projection stage: touchpoints -> profile and contact history, in one transaction per batch.
+
+A worker is the only writer of the profiles of the partitions it holds (touchpoints are keyed
+by customer id), so it keeps the profiles it last committed in a bounded cache and reads back
+only those it does not hold. The runtime tells the stage to ``forget`` the cache whenever the
+tracked offsets show that another worker committed since (a rebalance), and the cache takes
+new profiles only after their transaction commits.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from decimal import InvalidOperation
 from typing import Any
@@ -30,6 +38,10 @@ class ProjectionStage:
         self.settings = settings
         self.topic = settings.log_topic
         self._producer = None
+        self._profiles = ProfileCache(settings.profile_cache_size)
+
+    def forget(self) -> None:
+        self._profiles.clear()
 
     async def start(self) -> None:
         self._producer = producer(self.settings, "touchstream-projections")
@@ -50,7 +62,8 @@ class ProjectionStage:
                 out.append(exc)
         return out
 
-    async def handle(self, conn: psycopg.AsyncConnection, items: list[tuple[ConsumerRecord, Any]]) -> None:
+    async def handle(self, conn: psycopg.AsyncConnection,
+                     items: list[tuple[ConsumerRecord, Any]]) -> Callable[[], None]:
         events: dict[str, tuple[dict, contacts.ContactRow]] = {}
         records: dict[str, ConsumerRecord] = {}
         dead = []
@@ -63,19 +76,54 @@ class ProjectionStage:
         def unfoldable(event_id: str, exc: Exception) -> None:
             dead.append((records[event_id], [{"field": None, "reason": f"cannot fold: {exc!r}"}]))
 
-        await project(conn, self.name, events, unfoldable)
+        saved = await project(conn, self.name, events, unfoldable, self._profiles)
         await send_all(self._producer, [dead_letter(self._producer, self.settings, self.name, r, e)
                                         for r, e in dead])
+        return lambda: self._profiles.put(saved)
+
+
+class ProfileCache:
+    """The most recently written profiles, at most ``size`` of them (least recently used go)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._held: OrderedDict[str, profile.Profile] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def clear(self) -> None:
+        self._held.clear()
+
+    def take(self, customer_ids: list[str]) -> tuple[dict[str, profile.Profile], list[str]]:
+        """The held profiles among ``customer_ids``, and the ids not held."""
+        held, missing = {}, []
+        for cid in customer_ids:
+            p = self._held.get(cid)
+            if p is None:
+                missing.append(cid)
+            else:
+                held[cid] = p
+        return held, missing
+
+    def put(self, profiles: list[profile.Profile]) -> None:
+        for p in profiles:
+            self._held[p.customer_id] = p
+            self._held.move_to_end(p.customer_id)
+        while len(self._held) > self.size:
+            self._held.popitem(last=False)
 
 
 async def project(conn: psycopg.AsyncConnection, processor: str,
                   events: dict[str, tuple[dict, contacts.ContactRow]],
-                  unfoldable: Callable[[str, Exception], None] | None = None) -> None:
+                  unfoldable: Callable[[str, Exception], None] | None = None,
+                  cache: ProfileCache | None = None) -> list[profile.Profile]:
     """Write a batch of decoded touchpoints (event id -> (event, contact row)) to the profile and
     the contact history, skipping event ids already processed, in the caller's transaction.
+    Returns the profiles as written.
 
     An event the fold cannot read is reported to ``unfoldable`` and left out (without one, the
-    error propagates)."""
+    error propagates). Profiles held in ``cache`` are not read back from the database."""
     new = await store.first_seen(conn, processor, list(events)) if events else set()
     DUPLICATES.labels(processor).inc(len(events) - len(new))
     fresh = {event_id: events[event_id] for event_id in events if event_id in new}
@@ -87,9 +135,11 @@ async def project(conn: psycopg.AsyncConnection, processor: str,
         fresh = {i: item for i, item in fresh.items() if _foldable(i, item[0], unfoldable)}
         deltas = profile.fold_batch([event for event, _ in fresh.values()])
     await contacts_store.write(conn, [row for _, row in fresh.values()])
-    stored = await profile_store.load(conn, list(deltas))
-    await profile_store.save(conn, [profile.merge(stored[c], d) if c in stored else d
-                                    for c, d in deltas.items()])
+    stored, missing = cache.take(list(deltas)) if cache is not None else ({}, list(deltas))
+    stored.update(await profile_store.load(conn, missing))
+    saved = [profile.merge(stored[c], d) if c in stored else d for c, d in deltas.items()]
+    await profile_store.save(conn, saved)
+    return saved
 
 
 def _foldable(event_id: str, event: dict, unfoldable: Callable[[str, Exception], None]) -> bool:

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import psycopg
@@ -46,8 +47,13 @@ class Handler(Protocol):
         """Pure work on a batch (decode, validate), one item per record, before its transaction."""
 
     async def handle(self, conn: psycopg.AsyncConnection,
-                     items: list[tuple[ConsumerRecord, Any]]) -> None:
-        """Write the effects of the (record, prepared item) pairs inside the caller's transaction."""
+                     items: list[tuple[ConsumerRecord, Any]]) -> Callable[[], None] | None:
+        """Write the effects of the (record, prepared item) pairs inside the caller's transaction;
+        may return a callback to run once that transaction has committed."""
+
+    def forget(self) -> None:
+        """Another worker wrote this stage's effects since our last commit (a rebalance, or a
+        commit whose outcome we did not see): drop any state cached from earlier batches."""
 
 
 class _SeekToTracked(ConsumerRebalanceListener):
@@ -73,6 +79,7 @@ class BatchProcessor(Service):
         self._conn: psycopg.AsyncConnection | None = None
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._next: dict[int, int] = {}
+        self._written: dict[int, int] = {}  # per partition, the offset this worker last committed
         self._db = asyncio.Lock()  # one connection, used by the batch loop and the rebalance listener
         self._beat = 0.0
         super().__init__(**kwargs)
@@ -199,11 +206,16 @@ class BatchProcessor(Service):
             conn = await self.connection()
             async with conn.transaction():
                 committed = await store.lock_positions(conn, name, topic, sorted(last))
+                if any(committed.get(p, -1) != self._written.get(p) for p in last):
+                    self.handler.forget()
+                    self._written.clear()
                 fresh = [(r, item) for r, item in zip(records, prepared, strict=True)
                          if r.offset > committed.get(r.partition, -1)]
-                if fresh:
-                    await self.handler.handle(conn, fresh)
+                on_commit = await self.handler.handle(conn, fresh) if fresh else None
                 await store.save_positions(conn, name, topic, last)
+            self._written.update(last)
+            if on_commit is not None:
+                on_commit()
         self.processed += len(fresh)
         PROCESSED.labels(name).inc(len(fresh))
         BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 
 from projections.profile.fold import Profile, empty
-from projections.profile.store import from_state, to_row, to_state
+from projections.profile.store import from_state, to_state
 from tests.unit.test_profile_fold import ANN, T1, T2, T3, complaint, fold, histories, order, touch
 
 
@@ -37,19 +37,6 @@ def test_profile_round_trips_through_its_state() -> None:
 
 def test_empty_profile_round_trips() -> None:
     assert round_trip(empty(ANN)) == empty(ANN)
-
-
-def test_row_columns_and_readable_state() -> None:
-    row = to_row(rich_profile())
-    customer_id, emails, phones, first, last, events, orders, open_complaints, state = row
-    assert customer_id == ANN and emails == ["ann.smith@example.com", "ann@example.com"]
-    assert phones == ["+447456767967"] and (first, last) == (T1, T3)
-    assert (events, orders, open_complaints) == (6, 1, 1)
-    doc = state.obj
-    assert doc["external_ids"] == {"crm": ["C1", "C2"], "pos": ["P9"]}
-    assert doc["attributes"]["name"] == [T2, "e-2", "Ann"]
-    assert doc["spend"] == {"EUR": "12.50", "USD": "-2.50"}
-    assert doc["complaints"]["K-1"] == [T3, "e-5", "resolved"]
 
 
 def test_amounts_stay_exact() -> None:
