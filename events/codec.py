@@ -3,7 +3,6 @@
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from events.envelope import TouchpointEvent, normalise_uuid
@@ -35,20 +34,29 @@ class InvalidEvent(ValueError):
         super().__init__("; ".join(f"{e['field'] or '<event>'}: {e['reason']}" for e in errors))
 
 
-def parse_touchpoint(data: bytes | str | dict[str, Any]) -> TouchpointEvent:
-    """Validate JSON (bytes/str) or a dict into the touchpoint subclass for its `type`."""
+def parse_touchpoint(data: bytes | str | dict[str, Any],
+                     recorded_at: datetime | None = None) -> TouchpointEvent:
+    """Validate JSON (bytes/str) or a dict into the touchpoint subclass for its `type`.
+
+    ``recorded_at``, when given, replaces whatever the data says: a door stamps the time it
+    accepted the event. (Set in the dict before validation, it costs nothing; a copy of the
+    validated model cost a fifth of the validation.)"""
+    if recorded_at is not None and recorded_at.utcoffset() is None:
+        raise ValueError("recorded_at must include a timezone offset")
     try:
         if isinstance(data, bytes | bytearray | str):
-            return _TOUCHPOINT.validate_json(data)
+            event = _TOUCHPOINT.validate_json(data)
+            return event if recorded_at is None else with_recorded_at(event, recorded_at)
         if isinstance(data, dict):
-            return _TOUCHPOINT.validate_python(data)
+            return _TOUCHPOINT.validate_python(
+                data if recorded_at is None else {**data, "recorded_at": recorded_at})
     except ValidationError as exc:
         raise InvalidEvent(error_details(exc)) from None
     raise InvalidEvent([_NOT_OBJECT])
 
 
 def dump_touchpoint(event: TouchpointEvent) -> bytes:
-    return orjson.dumps(event.model_dump(mode="json"))
+    return event.model_dump_json().encode()
 
 
 def with_recorded_at(event: E, when: datetime) -> E:

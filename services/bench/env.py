@@ -127,12 +127,12 @@ class BenchEnv:
 def raw_records(events: int, customers: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
     """The sample exactly as the gateway publishes it: validated, normalised, recorded_at set,
     keyed by an identifier; send with the ``VALIDATED`` header (``limits.produce`` does)."""
-    from events import parse_touchpoint, with_recorded_at
+    from events import parse_touchpoint
     from services.wire import raw_record
 
     out = []
     for e in generate(SampleSpec(customers=customers, events=events, seed=seed, end=END)):
-        key, value, _ = raw_record(with_recorded_at(parse_touchpoint(e), END))
+        key, value, _ = raw_record(parse_touchpoint(e, recorded_at=END))
         out.append((key, value))
     return out
 

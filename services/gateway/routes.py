@@ -17,7 +17,6 @@ from events import (
     Touchpoint,
     TouchpointEvent,
     parse_touchpoint,
-    with_recorded_at,
 )
 from services.config import Settings
 from services.metrics import ACCEPTED, REJECTED
@@ -45,7 +44,7 @@ def _validate(items: list[Any], door: str) -> list[TouchpointEvent]:
     events, errors = [], []
     for index, item in enumerate(items):
         try:
-            events.append(with_recorded_at(parse_touchpoint(item), now))
+            events.append(parse_touchpoint(item, recorded_at=now))
         except InvalidEvent as exc:
             errors += [{"index": index, **e} for e in exc.errors]
     if errors:

@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.partitioner import Partitioner
 
 from events import TouchpointEvent, parse_touchpoint, with_recorded_at
+from services.kafka import by_crc32c
 from services.wire import raw_record
 
 
@@ -29,10 +31,18 @@ class PublishError(RuntimeError):
                          + ", ".join(f"{i} ({e!r})" for i, e in list(failed.items())[:5]))
 
 
+class _Crc32c(Partitioner):
+    """The partitioner of every Touchstream producer (``services.kafka.by_crc32c``)."""
+
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster) -> int:
+        partitions = sorted(cluster.partitions_for_topic(topic))
+        return by_crc32c(serialized_key, partitions, partitions)
+
+
 class TouchstreamProducer:
     def __init__(self, bootstrap_servers: str, topic: str = "touchpoints.raw", **kafka_config: Any):
         config = {"acks": "all", "linger_ms": 5, "batch_size": 256 * 1024,
-                  "client_id": "touchstream-sdk", **kafka_config}
+                  "client_id": "touchstream-sdk", "partitioner": _Crc32c(), **kafka_config}
         self.topic = topic
         self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
         self._pending: list[tuple[str, Any]] = []
@@ -42,8 +52,9 @@ class TouchstreamProducer:
     def publish(self, event: dict[str, Any] | TouchpointEvent) -> str:
         """Validate and enqueue one event; returns its event id. Raises InvalidEvent."""
         if not isinstance(event, TouchpointEvent):
-            event = parse_touchpoint(event)
-        if event.recorded_at is None:
+            stamp = None if isinstance(event, dict) and event.get("recorded_at") else datetime.now(UTC)
+            event = parse_touchpoint(event, recorded_at=stamp)
+        elif event.recorded_at is None:
             event = with_recorded_at(event, datetime.now(UTC))
         key, value, headers = raw_record(event)
         future = self._producer.send(self.topic, key=key, value=value, headers=headers)

@@ -246,6 +246,20 @@ def test_copies_set_recorded_at_and_customer_id() -> None:
     assert parse_touchpoint(dump_touchpoint(linked)) == linked
 
 
+def test_a_door_stamps_recorded_at_whatever_the_event_says() -> None:
+    when = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    plain = {**event(), "event_id": EVENT_ID}
+    claimed = {**plain, "recorded_at": "2024-04-01T00:00:00Z"}
+    for data in (plain, claimed, orjson.dumps(claimed)):
+        stamped = parse_touchpoint(data, recorded_at=when)
+        assert stamped.recorded_at == when and stamped.recorded_at.tzinfo == UTC
+        assert stamped == with_recorded_at(parse_touchpoint(data), when)
+    with pytest.raises(ValueError, match="timezone"):
+        parse_touchpoint(event(), recorded_at=datetime(2024, 5, 1))
+    with pytest.raises(InvalidEvent):
+        parse_touchpoint({**event(), "occurred_at": "soon"}, recorded_at=when)
+
+
 def test_customers_linked() -> None:
     other = "5f0c3f9e-8a53-4c4e-b0a9-4bb6a5c7e0d2"
     linked = CustomersLinked(
