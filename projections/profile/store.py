@@ -27,17 +27,24 @@ CREATE TABLE IF NOT EXISTS profiles (
     events_count    bigint  NOT NULL,
     orders_count    bigint  NOT NULL,
     open_complaints int     NOT NULL,
-    state           jsonb   NOT NULL,   -- the fold's state; see customer_profiles for its fields
+    state           json    NOT NULL,   -- the fold's state; see customer_profiles for its fields
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
+DO $$ BEGIN  -- state was jsonb: parsing it cost PostgreSQL a fifth of the profile write
+    IF (SELECT atttypid = 'jsonb'::regtype FROM pg_attribute
+        WHERE attrelid = 'profiles'::regclass AND attname = 'state') THEN
+        DROP VIEW IF EXISTS customer_profiles;
+        ALTER TABLE profiles ALTER state TYPE json;
+    END IF;
+END $$;
 CREATE OR REPLACE VIEW customer_profiles AS
-SELECT customer_id, emails, phones, state -> 'external_ids' AS external_ids,
-       (SELECT jsonb_object_agg(k, v -> 2) FROM jsonb_each(state -> 'attributes') AS a(k, v))
+SELECT customer_id, emails, phones, (state -> 'external_ids')::jsonb AS external_ids,
+       (SELECT jsonb_object_agg(k, (v -> 2)::jsonb) FROM json_each(state -> 'attributes') AS a(k, v))
            AS attributes,
-       first_seen, last_seen, events_count, state -> 'by_channel' AS by_channel,
-       state -> 'by_type' AS by_type, orders_count, state -> 'spend' AS spend,
-       open_complaints, state -> 'complaints' AS complaints, state -> 'last_contact' AS last_contact,
-       updated_at
+       first_seen, last_seen, events_count, (state -> 'by_channel')::jsonb AS by_channel,
+       (state -> 'by_type')::jsonb AS by_type, orders_count, (state -> 'spend')::jsonb AS spend,
+       open_complaints, (state -> 'complaints')::jsonb AS complaints,
+       (state -> 'last_contact')::jsonb AS last_contact, updated_at
 FROM profiles;
 """
 

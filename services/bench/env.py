@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import psutil
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from services.config import Settings
 from services.infra import Infra
-from services.infra.topics import ensure_topics
+from services.infra.topics import delete_topics, ensure_topics
 from services.sample import SampleSpec, generate
 from services.store import migrate
 
@@ -31,6 +31,7 @@ class BenchEnv:
     base: Settings
     infra: Infra
     children: list[subprocess.Popen] = field(default_factory=list)
+    made: list[Settings] = field(default_factory=list)  # databases and topics to discard
 
     @classmethod
     def start(cls, settings: Settings) -> BenchEnv:
@@ -48,6 +49,7 @@ class BenchEnv:
             "topic_prefix": f"b{tag}.", "consumer_group_prefix": f"b{tag}", **overrides})
         ensure_topics(s)
         migrate(s.database_url)
+        self.made.append(s)
         return s
 
     def fresh_database(self, settings: Settings) -> Settings:
@@ -60,7 +62,21 @@ class BenchEnv:
             "database_url": make_conninfo(self.base.database_url, dbname=name),
             "consumer_group_prefix": f"b{tag}"})
         migrate(s.database_url)
+        self.made.append(s.model_copy(update={"topic_prefix": ""}))  # the topics are not its own
         return s
+
+    def discard(self) -> None:
+        """Drop the databases and delete the topics of earlier measurements, so that their
+        autovacuum and the broker's memory do not weigh on the next one."""
+        with psycopg.connect(self.base.database_url, autocommit=True) as conn:
+            for s in self.made:
+                name = conninfo_to_dict(s.database_url)["dbname"]
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        topics = [t for s in self.made if s.topic_prefix
+                  for t in (s.raw_topic, s.log_topic, s.dlq_topic)]
+        if topics:
+            delete_topics(self.base, topics)
+        self.made.clear()
 
     def spawn(self, settings: Settings, args: list[str], log_name: str) -> subprocess.Popen:
         """A Touchstream process, started exactly as `make run` starts it."""

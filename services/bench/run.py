@@ -94,12 +94,16 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path) -> 
         figures, _ = pipeline_figures(env, records, quick)
         result.update(figures)
         del records
+        env.discard()
         log("ingest: HTTP single and batch, SDK")
         result["ingest"] = ingest.run(env, quick)
+        env.discard()
         log("freshness: POST until the profile shows it")
         result["freshness"] = {"profile": freshness.run(env, quick)}
+        env.discard()
         log("queries: profile and timeline, idle and under load")
         result["query"] = queries.run(env, quick)
+        env.discard()
     finally:
         env.stop()
     command = "touchstream bench " + " ".join(sys.argv[2:])
