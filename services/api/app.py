@@ -51,5 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    "reason": e["msg"]} for e in exc.errors()]
         return JSONResponse({"error": "invalid request", "errors": errors}, status_code=422)
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(gateway.SingleEventDoor)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # outermost: added last
     return app

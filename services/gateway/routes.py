@@ -76,7 +76,10 @@ async def _publish(producer: AIOKafkaProducer, settings: Settings, events: list[
 
 
 async def _json(request: Request) -> Any:
-    body = await request.body()
+    return _parse(await request.body())
+
+
+def _parse(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -96,10 +99,52 @@ Producer = Annotated[AIOKafkaProducer, Depends(get_producer)]
 Config = Annotated[Settings, Depends(get_settings)]
 
 
+async def accept_one(body: bytes, producer: AIOKafkaProducer, settings: Settings) -> dict:
+    """POST /v1/touchpoints: one event, validated, acknowledged by the broker. Raises Rejected."""
+    events = _validate([_parse(body)], "http")
+    return {"accepted": await _publish(producer, settings, events, "http")}
+
+
 @router.post("/touchpoints", status_code=202, openapi_extra=_ONE)
 async def publish_touchpoint(request: Request, producer: Producer, settings: Config) -> dict:
-    events = _validate([await _json(request)], "http")
-    return {"accepted": await _publish(producer, settings, events, "http")}
+    """Documents the route; requests are answered by ``SingleEventDoor`` (same ``accept_one``)."""
+    return await accept_one(await request.body(), producer, settings)
+
+
+class SingleEventDoor:
+    """ASGI middleware answering POST /v1/touchpoints before routing: the busiest request skips
+    Starlette's routing, request object and dependency injection, which cost more CPU than the
+    event's validation and publishing (0.9-1.1 ms a request in all, two API processes at
+    1,000-2,000 requests/s). Everything else goes on to the application."""
+
+    PATH = "/v1/touchpoints"
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        state = scope["app"].state
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        headers: dict[str, str] = {}
+        try:
+            status, body = 202, await accept_one(b"".join(chunks), state.producer, state.settings)
+        except Rejected as exc:
+            status, body, headers = exc.status, exc.body, exc.headers
+        payload = orjson.dumps(body)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode()),
+                                *((k.lower().encode(), v.encode()) for k, v in headers.items())]})
+        await send({"type": "http.response.body", "body": payload})
 
 
 @router.post("/touchpoints/batch", status_code=202, openapi_extra=_MANY)

@@ -142,7 +142,7 @@ class BatchProcessor(Service):
         try:
             while not self.should_stop:
                 try:
-                    records = await self._take_batch()
+                    records = await self._take_batch(committing)
                     prepared = self.handler.prepare(records) if records else []
                     last = await committing if committing else {}
                     committing = None
@@ -163,9 +163,11 @@ class BatchProcessor(Service):
         finally:
             await _cancelled(committing)
 
-    async def _take_batch(self) -> list[ConsumerRecord]:
+    async def _take_batch(self, committing: asyncio.Future | None = None) -> list[ConsumerRecord]:
         """Up to batch_max_records: wait up to batch_timeout_ms for the first records, then keep
-        taking while more arrive at once. A backlog gives full batches, live traffic no delay.
+        taking while the previous batch is still committing (nothing could be written sooner),
+        and after that while more arrive at once, for at most batch_timeout_ms from the first
+        record. A backlog gives full batches; live traffic small ones, without delay.
         (Brokers may answer a fetch with a single record batch, so one getmany can be small.)"""
         assert self._consumer is not None
         s = self.settings
@@ -176,9 +178,14 @@ class BatchProcessor(Service):
             got = await self._consumer.getmany(timeout_ms=timeout,
                                                max_records=s.batch_max_records - len(records))
             more = [r for rs in got.values() for r in rs]
-            if not more and (records or time.monotonic() >= deadline):
-                break
+            if not records:
+                if not more and time.monotonic() >= deadline:
+                    break
+                deadline = time.monotonic() + s.batch_timeout_ms / 1000  # from the first record
             records += more
+            if records and (committing is None or committing.done()) and (
+                    not more or time.monotonic() >= deadline):
+                break
             timeout = 5
         return records
 
