@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(5000, ge=1)
     batch_timeout_ms: int = Field(100, ge=1)
     # Profiles a projection worker keeps after writing them, so that the next batch need not read
-    # them back (about 2 KB each).
+    # them back (their state documents, about 600 bytes each).
     profile_cache_size: int = Field(100_000, ge=0)
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000

@@ -88,20 +88,28 @@ def from_state(customer_id: str, d: dict[str, Any]) -> Profile:
     )
 
 
-def copy_text(profiles: list[Profile]) -> str:
+def copy_text(profiles: list[Profile], documents: dict[str, str] | None = None) -> str:
     """Rows in COPY's text format, built in one pass (psycopg's per-value adaptation of the arrays
-    and the document cost as much as the rest of the write)."""
+    and the document cost as much as the rest of the write). Each state document, as written,
+    goes into ``documents`` when given."""
     lines = []
     for p in profiles:
         state = to_state(p)
+        doc = orjson.dumps(state).decode()
+        if documents is not None:
+            documents[p.customer_id] = doc
         first = copy_field(p.first_seen) if p.first_seen else "\\N"
         last = copy_field(p.last_seen) if p.last_seen else "\\N"
         lines.append(
             f"{p.customer_id}\t{copy_field(array_literal(state['emails']))}\t"
             f"{copy_field(array_literal(state['phones']))}\t{first}\t{last}\t{p.events_count:d}\t"
-            f"{p.orders_count:d}\t{len(p.open_complaints):d}\t"
-            f"{copy_field(orjson.dumps(state).decode())}\n")
+            f"{p.orders_count:d}\t{len(p.open_complaints):d}\t{copy_field(doc)}\n")
     return "".join(lines)
+
+
+def from_document(customer_id: str, document: str) -> Profile:
+    """A profile from its state document as ``save`` wrote it."""
+    return from_state(customer_id, orjson.loads(document))
 
 
 async def load(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, Profile]:
@@ -111,16 +119,19 @@ async def load(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[s
     return {cid: from_state(cid, state) for cid, state in await cur.fetchall()}
 
 
-async def save(conn: psycopg.AsyncConnection, profiles: list[Profile]) -> None:
-    """Upsert whole rows: COPY into a temporary table, then one set-based INSERT ... ON CONFLICT."""
+async def save(conn: psycopg.AsyncConnection, profiles: list[Profile]) -> dict[str, str]:
+    """Upsert whole rows: COPY into a temporary table, then one set-based INSERT ... ON CONFLICT.
+    Returns each customer's state document as written (JSON text)."""
+    documents: dict[str, str] = {}
     if not profiles:
-        return
+        return documents
     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS profiles_in "
                        "(LIKE profiles INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     async with conn.cursor() as cur:
         async with cur.copy(f"COPY profiles_in ({_COLUMNS}) FROM STDIN") as copy:
-            await copy.write(copy_text(profiles))
+            await copy.write(copy_text(profiles, documents))
         # moving the rows out leaves the staging table empty for a second save in this transaction
         await cur.execute(f"WITH staged AS (DELETE FROM profiles_in RETURNING *) "
                           f"INSERT INTO profiles ({_COLUMNS}) SELECT {_COLUMNS} FROM staged "
                           f"ON CONFLICT (customer_id) DO UPDATE SET {_UPDATE}, updated_at = now()")
+    return documents
