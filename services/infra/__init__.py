@@ -21,6 +21,15 @@ class Infra:
         self.database: EmbeddedDatabase | None = None
 
     def start(self) -> Settings:
+        """Start what is not configured, create the topics and tables; on any failure, stop
+        what this call started (a failed migration used to leave the embedded broker running)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Settings:
         s = self.settings
         updates: dict[str, str] = {}
         if not s.kafka_bootstrap_servers:
@@ -50,8 +59,10 @@ class Infra:
     def stop(self) -> None:
         if self.broker:
             self.broker.stop()
+            self.broker = None
         if self.database:
             self.database.stop()
+            self.database = None
 
 
 @contextmanager
