@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from crc32c import crc32c
@@ -13,6 +13,9 @@ from crc32c import crc32c
 from services.config import Settings
 from services.metrics import DEAD_LETTERED
 from services.processors import dlq
+
+# (key, value) or (key, value, headers)
+Record = tuple[bytes, bytes] | tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
 def producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
@@ -58,24 +61,44 @@ def partition_for(key: bytes, partitions: int) -> int:
     return crc32c(key) % partitions
 
 
-async def send_keyed(prod: AIOKafkaProducer, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
-    """Publish many (key, value) records as a few record batches per partition; await every ack.
+async def send_grouped(prod: AIOKafkaProducer, topic: str, records: Sequence[Record],
+                       timeout_s: float | None = None) -> list[BaseException | None]:
+    """Publish many records as a few record batches per partition (by ``partition_for`` of the
+    key); per record, ``None`` once the broker acknowledged it, else the error of its batch
+    (``TimeoutError`` when no answer came within ``timeout_s``).
 
-    One future per batch instead of one per record: the per-record path of the client (futures,
-    its pure-Python murmur2 partitioner) costs more than the rest of the identity stage.
-    """
+    One future per batch instead of one per record: the client's per-record path (a future, a
+    partitioner call, an accumulator lookup) costs more than validating the event."""
     partitions = len(await prod.partitions_for(topic))
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-    for key, value in records:
-        by_partition[partition_for(key, partitions)].append((key, value))
-    acks = []
-    for partition, items in by_partition.items():
-        batch = prod.create_batch()
-        for key, value in items:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it
-                acks.append(await prod.send_batch(batch, topic, partition=partition))
-                batch = prod.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        acks.append(await prod.send_batch(batch, topic, partition=partition))
-    if acks:
-        await asyncio.gather(*acks)
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        by_partition[partition_for(record[0], partitions)].append(i)
+    sends: list[tuple[list[int], asyncio.Future]] = []
+    for partition, indices in by_partition.items():
+        batch, held = prod.create_batch(), list[int]()
+        for i in indices:
+            key, value, *headers = records[i]
+            if batch.append(key=key, value=value, timestamp=None,
+                            headers=headers[0] if headers else []) is None:  # full: ship it
+                sends.append((held, await prod.send_batch(batch, topic, partition=partition)))
+                batch, held = prod.create_batch(), []
+                batch.append(key=key, value=value, timestamp=None, headers=headers[0] if headers else [])
+            held.append(i)
+        sends.append((held, await prod.send_batch(batch, topic, partition=partition)))
+    outcome: list[BaseException | None] = [None] * len(records)
+    if not sends:
+        return outcome
+    await asyncio.wait([f for _, f in sends], timeout=timeout_s)
+    for held, future in sends:
+        error = (TimeoutError("no acknowledgement in time") if not future.done()
+                 else future.exception())
+        for i in held:
+            outcome[i] = error
+    return outcome
+
+
+async def send_keyed(prod: AIOKafkaProducer, topic: str, records: Sequence[Record]) -> None:
+    """``send_grouped``, raising the first error."""
+    for error in await send_grouped(prod, topic, records):
+        if error is not None:
+            raise error

@@ -8,6 +8,7 @@ that the identity graph linked (no rewrite of history when identities merge).
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -131,79 +132,96 @@ def apply(state: Profile | None, event: dict[str, Any]) -> Profile:
     return delta if state is None else merge(state, delta)
 
 
-def fold_batch(events: list[dict[str, Any]]) -> dict[str, Profile]:
-    """Per-customer deltas of a batch, to be merged into the stored profiles.
+# -- the same fold on the stored form ---------------------------------------------------------
+#
+# The projection keeps each profile as its state document (``store.to_state``: JSON types, sorted
+# identifier lists, [occurred_at, event_id, value] stamps, amounts as decimal strings) and folds a
+# batch straight into it. Equal to ``from_state`` -> ``merge`` with the batch's events ->
+# ``to_state`` (a property test pins this), without building a Profile per customer and batch,
+# which cost more than the rest of the stage.
 
-    Equal to folding each customer's events with ``apply`` (a property test pins this), but
-    accumulated in place: building a Profile per event costs more than the rest of the stage.
-    """
-    accs: dict[str, _Acc] = {}
-    for event in events:
-        cid = event["customer"]["customer_id"]
-        acc = accs.get(cid)
-        if acc is None:
-            acc = accs[cid] = _Acc()
-        acc.add(event)
-    return {cid: acc.freeze(cid) for cid, acc in accs.items()}
+# (customer_id, occurred_at, event_id, type, channel, email, phone, external ids, attributes,
+#  order (currency, count sign, signed amount), complaint (id, status))
+Touch = tuple[str, str, str, str, str, str | None, str | None, list[tuple[str, str]],
+              list[tuple[str, Any]], tuple[str, int, Decimal] | None, tuple[str, Any] | None]
 
 
-class _Acc:
-    __slots__ = ("emails", "phones", "ext", "attributes", "first", "last", "count", "by_channel",
-                 "by_type", "orders", "spend", "complaints", "last_contact")
+def read_touch(event: dict[str, Any]) -> Touch:
+    """What the fold needs of one touchpoint. Raises (KeyError, TypeError, ValueError, ...) for an
+    event it cannot fold, so that ``add_touch`` never fails halfway through a state."""
+    customer, payload, kind, channel = (event["customer"], event.get("payload") or {},
+                                        event["type"], event["channel"])
+    at, event_id = event["occurred_at"], event["event_id"]
+    email, phone = customer.get("email") or None, customer.get("phone") or None
+    cid, str_ = customer["customer_id"], str
+    if (type(at) is not str_ or type(event_id) is not str_ or type(kind) is not str_
+            or type(channel) is not str_ or type(cid) is not str_
+            or (email is not None and type(email) is not str_)
+            or (phone is not None and type(phone) is not str_)):
+        raise TypeError("identifiers, times, type and channel must be strings")
+    ext: list[tuple[str, str]] = []
+    if customer.get("external_ids"):
+        ext = list(customer["external_ids"].items())
+        if any(type(v) is not str_ for _, v in ext):
+            raise TypeError("external ids must be strings")
+    attributes = list(customer["attributes"].items()) if customer.get("attributes") else []
+    order = complaint = None
+    if kind == "order":
+        count_sign, amount_sign = _ORDER_SIGN[payload.get("status", "placed")]
+        order = (str(payload["currency"]), count_sign, amount_sign * Decimal(payload["amount"]))
+    elif kind == "complaint":
+        complaint = (str(payload["complaint_id"]), payload.get("status", "open"))
+    return (cid, at, event_id, kind, channel, email, phone, ext, attributes, order, complaint)
 
-    def __init__(self) -> None:
-        self.emails: set[str] = set()
-        self.phones: set[str] = set()
-        self.ext: set[tuple[str, str]] = set()
-        self.attributes: dict[str, tuple[Stamp, Any]] = {}
-        self.first = self.last = ""
-        self.count = self.orders = 0
-        self.by_channel: dict[str, int] = {}
-        self.by_type: dict[str, int] = {}
-        self.spend: dict[str, Decimal] = {}
-        self.complaints: dict[str, tuple[Stamp, str]] = {}
-        self.last_contact: tuple[Stamp, dict[str, Any]] | None = None
 
-    def add(self, event: dict[str, Any]) -> None:
-        customer, at, kind, channel = (event["customer"], event["occurred_at"], event["type"],
-                                       event["channel"])
-        stamp: Stamp = (at, event["event_id"])
-        if customer.get("email"):
-            self.emails.add(customer["email"])
-        if customer.get("phone"):
-            self.phones.add(customer["phone"])
-        if customer.get("external_ids"):
-            self.ext.update(customer["external_ids"].items())
-        for name, value in (customer.get("attributes") or {}).items():
-            held = self.attributes.get(name)
-            if held is None or stamp > held[0]:
-                self.attributes[name] = (stamp, value)
-        self.first = at if not self.first or at < self.first else self.first
-        self.last = at if at > self.last else self.last
-        self.count += 1
-        self.by_channel[channel] = self.by_channel.get(channel, 0) + 1
-        self.by_type[kind] = self.by_type.get(kind, 0) + 1
-        payload = event.get("payload") or {}
-        if kind == "order":
-            count_sign, amount_sign = _ORDER_SIGN[payload.get("status", "placed")]
-            self.orders += count_sign
-            currency = payload["currency"]
-            self.spend[currency] = self.spend.get(currency, 0) + amount_sign * Decimal(payload["amount"])
-        elif kind == "complaint":
-            held = self.complaints.get(payload["complaint_id"])
-            if held is None or stamp > held[0]:
-                self.complaints[payload["complaint_id"]] = (stamp, payload.get("status", "open"))
-        if self.last_contact is None or stamp > self.last_contact[0]:
-            self.last_contact = (stamp, {"event_id": event["event_id"], "type": kind,
-                                         "channel": channel, "occurred_at": at})
+def new_state() -> dict[str, Any]:
+    """The state document of a profile with no events (``store.to_state(empty(...))``)."""
+    return {"emails": [], "phones": [], "external_ids": {}, "attributes": {}, "first_seen": None,
+            "last_seen": None, "events_count": 0, "by_channel": {}, "by_type": {}, "orders_count": 0,
+            "spend": {}, "complaints": {}, "last_contact": None}
 
-    def freeze(self, customer_id: str) -> Profile:
-        return _profile(customer_id=customer_id, emails=frozenset(self.emails),
-                       phones=frozenset(self.phones), external_ids=frozenset(self.ext),
-                       attributes=self.attributes, first_seen=self.first or None,
-                       last_seen=self.last or None, events_count=self.count,
-                       by_channel=self.by_channel, by_type=self.by_type, orders_count=self.orders,
-                       spend=self.spend, complaints=self.complaints, last_contact=self.last_contact)
+
+def add_touch(state: dict[str, Any], t: Touch) -> None:
+    """Fold one touchpoint into a state document, in place."""
+    _, at, event_id, kind, channel, email, phone, ext, attributes, order, complaint = t
+    if email and email not in state["emails"]:
+        insort(state["emails"], email)
+    if phone and phone not in state["phones"]:
+        insort(state["phones"], phone)
+    for system, value in ext:
+        values = state["external_ids"].setdefault(system, [])
+        if value not in values:
+            insort(values, value)
+    for name, value in attributes:
+        held = state["attributes"].get(name)
+        if held is None or (at, event_id) > (held[0], held[1]):
+            state["attributes"][name] = [at, event_id, value]
+    if state["first_seen"] is None or at < state["first_seen"]:
+        state["first_seen"] = at
+    if state["last_seen"] is None or at > state["last_seen"]:
+        state["last_seen"] = at
+    state["events_count"] += 1
+    by_channel, by_type = state["by_channel"], state["by_type"]
+    by_channel[channel] = by_channel.get(channel, 0) + 1
+    by_type[kind] = by_type.get(kind, 0) + 1
+    if order is not None:
+        currency, count_sign, amount = order
+        state["orders_count"] += count_sign
+        spend = state["spend"]
+        spend[currency] = str(Decimal(spend[currency]) + amount if currency in spend else 0 + amount)
+    if complaint is not None:
+        complaint_id, status = complaint
+        held = state["complaints"].get(complaint_id)
+        if held is None or (at, event_id) > (held[0], held[1]):
+            state["complaints"][complaint_id] = [at, event_id, status]
+    lc = state["last_contact"]
+    if lc is None or (at, event_id) > (lc["occurred_at"], lc["event_id"]):
+        state["last_contact"] = {"event_id": event_id, "type": kind, "channel": channel,
+                                 "occurred_at": at}
+
+
+def open_complaints(state: dict[str, Any]) -> int:
+    return sum(1 for c in state["complaints"].values() if c[2] == "open")
 
 
 def empty(customer_id: str) -> Profile:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from projections.profile.fold import Profile
+from projections.profile.fold import Profile, open_complaints
 from projections.sql import UNPACK, array_literal, copy_field, pack
 
 DDL = """
@@ -48,6 +48,7 @@ SELECT customer_id, emails, phones, (state -> 'external_ids')::jsonb AS external
 FROM profiles;
 """
 
+NULL = "\\N"
 _COLUMNS = ("customer_id, emails, phones, first_seen, last_seen, events_count, orders_count, "
             "open_complaints, state")
 _UPDATE = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[1:])
@@ -88,28 +89,21 @@ def from_state(customer_id: str, d: dict[str, Any]) -> Profile:
     )
 
 
-def copy_text(profiles: list[Profile], documents: dict[str, str] | None = None) -> str:
+def copy_text_states(states: dict[str, dict[str, Any]], documents: dict[str, str]) -> str:
     """Rows in COPY's text format, built in one pass (psycopg's per-value adaptation of the arrays
     and the document cost as much as the rest of the write). Each state document, as written,
-    goes into ``documents`` when given."""
+    goes into ``documents``."""
     lines = []
-    for p in profiles:
-        state = to_state(p)
+    for cid, state in states.items():
         doc = orjson.dumps(state).decode()
-        if documents is not None:
-            documents[p.customer_id] = doc
-        first = copy_field(p.first_seen) if p.first_seen else "\\N"
-        last = copy_field(p.last_seen) if p.last_seen else "\\N"
+        documents[cid] = doc
+        first, last = state["first_seen"], state["last_seen"]
         lines.append(
-            f"{p.customer_id}\t{copy_field(array_literal(state['emails']))}\t"
-            f"{copy_field(array_literal(state['phones']))}\t{first}\t{last}\t{p.events_count:d}\t"
-            f"{p.orders_count:d}\t{len(p.open_complaints):d}\t{copy_field(doc)}\n")
+            f"{cid}\t{copy_field(array_literal(state['emails']))}\t"
+            f"{copy_field(array_literal(state['phones']))}\t{copy_field(first) if first else NULL}\t"
+            f"{copy_field(last) if last else NULL}\t{state['events_count']:d}\t"
+            f"{state['orders_count']:d}\t{open_complaints(state):d}\t{copy_field(doc)}\n")
     return "".join(lines)
-
-
-def from_document(customer_id: str, document: str) -> Profile:
-    """A profile from its state document as ``save`` wrote it."""
-    return from_state(customer_id, orjson.loads(document))
 
 
 async def load(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, Profile]:
@@ -119,17 +113,32 @@ async def load(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[s
     return {cid: from_state(cid, state) for cid, state in await cur.fetchall()}
 
 
+async def load_states(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored state documents of ``customer_ids`` (those that have a row)."""
+    if not customer_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT customer_id::text, state FROM profiles "
+        f"WHERE customer_id IN (SELECT c::uuid FROM {UNPACK} c)", (pack(customer_ids),))
+    return dict(await cur.fetchall())
+
+
 async def save(conn: psycopg.AsyncConnection, profiles: list[Profile]) -> dict[str, str]:
-    """Upsert whole rows: COPY into a temporary table, then one set-based INSERT ... ON CONFLICT.
-    Returns each customer's state document as written (JSON text)."""
+    """Upsert whole rows (see ``save_states``). Returns each state document as written."""
+    return await save_states(conn, {p.customer_id: to_state(p) for p in profiles})
+
+
+async def save_states(conn: psycopg.AsyncConnection, states: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Upsert whole rows from state documents: COPY into a temporary table, then one set-based
+    INSERT ... ON CONFLICT. Returns each customer's state document as written (JSON text)."""
     documents: dict[str, str] = {}
-    if not profiles:
+    if not states:
         return documents
     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS profiles_in "
                        "(LIKE profiles INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     async with conn.cursor() as cur:
         async with cur.copy(f"COPY profiles_in ({_COLUMNS}) FROM STDIN") as copy:
-            await copy.write(copy_text(profiles, documents))
+            await copy.write(copy_text_states(states, documents))
         # moving the rows out leaves the staging table empty for a second save in this transaction
         await cur.execute(f"WITH staged AS (DELETE FROM profiles_in RETURNING *) "
                           f"INSERT INTO profiles ({_COLUMNS}) SELECT {_COLUMNS} FROM staged "

@@ -98,15 +98,15 @@ class ProfileCache:
     def clear(self) -> None:
         self._held.clear()
 
-    def take(self, customer_ids: list[str]) -> tuple[dict[str, profile.Profile], list[str]]:
-        """The held profiles among ``customer_ids``, and the ids not held."""
+    def take(self, customer_ids: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The state documents held among ``customer_ids`` (parsed), and the ids not held."""
         held, missing = {}, []
         for cid in customer_ids:
             doc = self._held.get(cid)
             if doc is None:
                 missing.append(cid)
             else:
-                held[cid] = profile_store.from_document(cid, doc)
+                held[cid] = orjson.loads(doc)
         return held, missing
 
     def put(self, documents: dict[str, str]) -> None:
@@ -129,25 +129,22 @@ async def project(conn: psycopg.AsyncConnection, processor: str,
     error propagates). Profiles held in ``cache`` are not read back from the database."""
     new = await store.first_seen(conn, processor, list(events)) if events else set()
     DUPLICATES.labels(processor).inc(len(events) - len(new))
-    fresh = {event_id: events[event_id] for event_id in events if event_id in new}
-    try:
-        deltas = profile.fold_batch([event for event, _ in fresh.values()])
-    except FOLD_ERRORS:
-        if unfoldable is None:
-            raise
-        fresh = {i: item for i, item in fresh.items() if _foldable(i, item[0], unfoldable)}
-        deltas = profile.fold_batch([event for event, _ in fresh.values()])
-    await contacts_store.write(conn, [row for _, row in fresh.values()])
-    stored, missing = cache.take(list(deltas)) if cache is not None else ({}, list(deltas))
-    stored.update(await profile_store.load(conn, missing))
-    saved = [profile.merge(stored[c], d) if c in stored else d for c, d in deltas.items()]
-    return await profile_store.save(conn, saved)
-
-
-def _foldable(event_id: str, event: dict, unfoldable: Callable[[str, Exception], None]) -> bool:
-    try:
-        profile.of_event(event)
-        return True
-    except FOLD_ERRORS as exc:
-        unfoldable(event_id, exc)
-        return False
+    touches: dict[str, profile.Touch] = {}
+    for event_id in events:
+        if event_id in new:
+            try:
+                touches[event_id] = profile.read_touch(events[event_id][0])
+            except FOLD_ERRORS as exc:
+                if unfoldable is None:
+                    raise
+                unfoldable(event_id, exc)
+    await contacts_store.write(conn, [events[event_id][1] for event_id in touches])
+    customers = list(dict.fromkeys(t[0] for t in touches.values()))
+    states, missing = cache.take(customers) if cache is not None else ({}, customers)
+    states.update(await profile_store.load_states(conn, missing))
+    for t in touches.values():
+        state = states.get(t[0])
+        if state is None:
+            state = states[t[0]] = profile.new_state()
+        profile.add_touch(state, t)
+    return await profile_store.save_states(conn, states)

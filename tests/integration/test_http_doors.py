@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from services.infra.broker import EmbeddedBroker
 from services.infra.topics import ensure_topics
+from services.kafka import partition_for
+from services.wire import is_validated
 from tests.conftest import eventually
 from tests.integration.pipeline import api_client, count, running_stages, touchpoint
 
@@ -74,8 +78,11 @@ async def test_unreachable_broker_gives_503_with_retry_after(settings, tmp_path)
                 ).status_code == 202
         broker.stop()
         response = await client.post("/v1/touchpoints", json=touchpoint("call", email="a@example.com"))
+        batch = await client.post("/v1/touchpoints/batch", json={"events": [
+            touchpoint("call", email=f"b{i}@example.com") for i in range(20)]})
         ready = await client.get("/readyz")
     assert response.status_code == 503
+    assert batch.status_code == 503 and batch.json()["accepted_event_ids"] == []
     assert response.headers["retry-after"] == "5"
     assert response.json()["accepted_event_ids"] == []
     assert ready.status_code == 503 and ready.json()["checks"]["broker"] != "ok"
@@ -125,3 +132,41 @@ async def test_timeline_pages_and_filters(settings):
         assert [i["type"] for i in window["items"]] == ["order", "web_visit"]
         bad = await client.get(f"/v1/customers/{cid}/timeline", params={"cursor": "zzz"})
         assert bad.status_code == 400 and bad.json()["field"] == "cursor"
+
+
+async def test_batch_records_land_where_single_records_do(settings):
+    """A batch goes out as record batches per partition: every record keeps its key, the mark of
+    our doors, and the partition that the same key gets through the single-event door."""
+    emails = [f"p{i}.{uuid.uuid4().hex[:6]}@example.com" for i in range(30)]
+    async with api_client(settings) as client:
+        single = await client.post("/v1/touchpoints", json=touchpoint("call", email=emails[0]))
+        batch = await client.post("/v1/touchpoints/batch", json={"events": [
+            touchpoint("email", email=e) for e in emails]})
+    assert single.status_code == 202 and batch.status_code == 202
+    records = await _raw_records(settings, 31)
+    assert {r.key for r in records} == {e.encode() for e in emails}  # keyed by the identifier
+    for r in records:
+        assert r.partition == partition_for(r.key, settings.partitions)
+        assert is_validated(r.headers)
+    assert {orjson.loads(r.value)["event_id"] for r in records} == {
+        single.json()["accepted"][0], *batch.json()["accepted"]}
+    by_key = {}
+    for r in records:
+        by_key.setdefault(r.key, set()).add(r.partition)
+    assert len(by_key[emails[0].encode()]) == 1  # the single and the batch record of one key
+
+
+async def _raw_records(settings, n: int) -> list:
+    consumer = AIOKafkaConsumer(settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        async def enough() -> bool:
+            got = await consumer.getmany(timeout_ms=200)
+            records.extend(r for rs in got.values() for r in rs)
+            return len(records) >= n
+        await eventually(enough)
+    finally:
+        await consumer.stop()
+    return records

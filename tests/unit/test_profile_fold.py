@@ -8,10 +8,22 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.profile.fold import Profile, apply, empty, fold_batch, merge, of_event
+from projections.profile.fold import (
+    Profile,
+    add_touch,
+    apply,
+    empty,
+    merge,
+    new_state,
+    of_event,
+    read_touch,
+)
+from projections.profile.store import from_state, to_state
 
 ANN = "6b1f0c1e-7f7a-4d6b-9a51-2c3d4e5f6a01"
 BOB = "6b1f0c1e-7f7a-4d6b-9a51-2c3d4e5f6a02"
@@ -166,15 +178,6 @@ def test_identifiers_accumulate() -> None:
     assert p.external_ids == {("crm", "C1"), ("pos", "P9")}
 
 
-def test_fold_batch_gives_one_delta_per_customer() -> None:
-    batch = [touch(customer_id=ANN), touch("order", customer_id=BOB), touch(customer_id=ANN)]
-    deltas = fold_batch(batch)
-    assert set(deltas) == {ANN, BOB}
-    assert (deltas[ANN].customer_id, deltas[ANN].events_count) == (ANN, 2)
-    assert (deltas[BOB].customer_id, deltas[BOB].orders_count) == (BOB, 1)
-    assert fold_batch([]) == {}
-
-
 def test_merge_keeps_the_given_customer_id() -> None:
     a, b = of_event(touch(customer_id=ANN)), of_event(touch(customer_id=BOB))
     assert merge(a, b).customer_id == ANN
@@ -265,17 +268,6 @@ def test_merge_is_associative(profiles: list[Profile]) -> None:
 
 
 @settings(max_examples=200)
-@given(histories(customers=(ANN, BOB), max_size=16), st.data())
-def test_a_batch_split_anywhere_and_merged_equals_the_whole_batch(
-        events: list[dict[str, Any]], data: st.DataObject) -> None:
-    at = data.draw(st.integers(0, len(events)))
-    head, tail = fold_batch(events[:at]), fold_batch(events[at:])
-    merged = {c: merge(head[c], tail[c]) if c in head and c in tail else head.get(c) or tail[c]
-              for c in head.keys() | tail.keys()}
-    assert merged == fold_batch(events)
-
-
-@settings(max_examples=200)
 @given(ONE_CUSTOMER.filter(bool))
 def test_empty_profile_is_the_identity_of_merge(events: list[dict[str, Any]]) -> None:
     p = fold(events)
@@ -283,11 +275,30 @@ def test_empty_profile_is_the_identity_of_merge(events: list[dict[str, Any]]) ->
     assert merge(empty(ANN), p) == p
 
 
+# -- the fold on the stored form (what the projection runs) --------------------------------------
+
+def test_a_new_state_is_the_empty_profile() -> None:
+    assert new_state() == to_state(empty(ANN))
+
+
 @settings(max_examples=300)
-@given(histories(customers=(ANN, BOB), max_size=20))
-def test_fold_batch_equals_applying_each_event(events: list[dict[str, Any]]) -> None:
-    expected: dict[str, Profile] = {}
-    for e in events:
-        cid = e["customer"]["customer_id"]
-        expected[cid] = apply(expected.get(cid), e)
-    assert fold_batch(events) == expected
+@given(histories(max_size=16), st.data())
+def test_folding_into_the_stored_state_equals_the_reference_fold(
+        events: list[dict[str, Any]], data: st.DataObject) -> None:
+    """Stored profile (events before the cut, as its JSON document) + the batch after the cut,
+    folded in place, is the profile of all the events."""
+    at = data.draw(st.integers(0, len(events)))
+    state = orjson.loads(orjson.dumps(to_state(fold(events[:at])))) if at else new_state()
+    for e in events[at:]:
+        add_touch(state, read_touch(e))
+    expected = fold(events) if events else empty(ANN)
+    assert from_state(ANN, orjson.loads(orjson.dumps(state))) == expected
+
+
+def test_an_unfoldable_event_is_refused_before_the_state_changes() -> None:
+    bad = [touch(attributes=["not", "a", "map"]), {**touch(), "channel": 7},
+           touch("order", amount="lots"), touch(email=None) | {"customer": {"customer_id": ANN,
+                                                                            "email": 3}}]
+    for event in bad:
+        with pytest.raises((KeyError, TypeError, ValueError, ArithmeticError, AttributeError)):
+            read_touch(event)
