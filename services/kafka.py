@@ -18,13 +18,13 @@ from services.processors import dlq
 Record = tuple[bytes, bytes] | tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
-def producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+def producer(settings: Settings, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:
     """acks=all: a send completes only when the broker has the record durably."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=client_id,
         acks="all",
-        linger_ms=5,
+        linger_ms=linger_ms,
         max_batch_size=1024 * 1024,
         max_request_size=8 * 1024 * 1024,
         request_timeout_ms=int(settings.produce_timeout_s * 1000),

@@ -22,7 +22,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.settings = settings
-        app.state.producer = producer(settings, "touchstream-gateway")
+        # a POST waits for its acknowledgement: lingering longer only adds to every answer
+        app.state.producer = producer(settings, "touchstream-gateway", linger_ms=1)
         await app.state.producer.start()
         app.state.pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=10,
                                              open=False)

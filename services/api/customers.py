@@ -62,8 +62,15 @@ async def _cluster(conn: AsyncConnection, customer_id: str) -> tuple[str, list[s
 
 
 async def profile_of(conn: AsyncConnection, customer_id: str) -> dict[str, Any] | None:
-    root, members = await _cluster(conn, customer_id)
-    rows = await profiles.load(conn, members)
+    """The merged profile of a customer's identity cluster; 404 for an unknown customer."""
+    try:
+        customer_id = normalise_uuid(customer_id)
+    except ValueError:
+        raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id}) from None
+    found = await profiles.load_cluster(conn, customer_id)
+    if found is None:
+        raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id})
+    root, members, rows = found
     if not rows:
         return None
     merged = fold.empty(root)

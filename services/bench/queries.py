@@ -36,14 +36,19 @@ def busy_pipeline(s: Settings, events: int):
 
 
 def run(env: BenchEnv, quick: bool,
-        during: Callable[[Settings], AbstractContextManager] | None = None) -> dict:
-    """`during(settings)` keeps the pipeline busy for the second round; default: a large batch."""
+        during: Callable[[Settings], AbstractContextManager] | None = None,
+        pipeline_events_per_s: float = 10_000, produce_events_per_s: float = 50_000) -> dict:
+    """`during(settings)` keeps the pipeline busy for the second round; default: a batch that the
+    workers need longer than both rounds take, at the pipeline rate measured in the same run."""
     s = env.isolated(http_port=free_port())
     procs = env.serve(s)
     url = f"http://{s.http_host}:{s.http_port}"
     seconds, warmup = (10, 2) if quick else (20, 3)
-    # the workers did about 8k events/s here: enough for both rounds under load at 10k/s
-    during = during or (lambda st: busy_pipeline(st, int(10_000 * 2 * (seconds + warmup))))
+    # The workers start on the backlog while it is published, and the lookups start after: it must
+    # outlast publishing plus both rounds at the pipeline rate measured in the same run.
+    rate, publish = pipeline_events_per_s, max(produce_events_per_s, pipeline_events_per_s * 1.5)
+    backlog = int((2 * (seconds + warmup) + 5) * rate * publish / (publish - rate) * 1.15)
+    during = during or (lambda st: busy_pipeline(st, backlog))
     out: dict[str, dict] = {name: {} for name in ENDPOINTS}
     try:
         asyncio.run(produce(s, s.raw_topic, raw_records(20_000, customers=2_000, seed=7)))

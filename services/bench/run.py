@@ -102,7 +102,9 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path) -> 
         result["freshness"] = {"profile": freshness.run(env, quick)}
         env.discard()
         log("queries: profile and timeline, idle and under load")
-        result["query"] = queries.run(env, quick)
+        result["query"] = queries.run(
+            env, quick, pipeline_events_per_s=figures["pipeline"]["events_per_s"],
+            produce_events_per_s=figures["pipeline"]["limits"]["produce"]["events_per_s"])
         env.discard()
     finally:
         env.stop()

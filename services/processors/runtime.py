@@ -31,6 +31,10 @@ from services.config import Settings
 from services.metrics import BATCH_SECONDS, LAG, PROCESSED
 
 log = logging.getLogger(__name__)
+# A broker may hold a fetch for this long when no data is waiting. The client's 500 ms default
+# put 300 ms (p50) between an accepted POST and its profile on the embedded broker; 20 ms: 73 ms.
+# A backlog is fetched without waiting either way.
+FETCH_MAX_WAIT_MS = 20
 RETRYABLE = (TimeoutError, OSError, psycopg.OperationalError, psycopg.errors.SerializationFailure,
              psycopg.errors.DeadlockDetected)
 
@@ -106,6 +110,7 @@ class BatchProcessor(Service):
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await self._consumer.start()
         self._consumer.subscribe([self.handler.topic], listener=_SeekToTracked(self))

@@ -92,3 +92,30 @@ async def test_shuffled_delivery_gives_the_same_projection(servers, tmp_path):
 async def _all_projected(s, n: int) -> bool:
     return await count(s, "SELECT count(*) AS n FROM contacts") == n
 
+
+
+async def test_reads_merge_a_linked_cluster_by_either_id(settings):
+    """Two customers, then a touchpoint carrying an identifier of each: reads by either id give
+    one profile of all three events under the surviving id."""
+    email, phone = f"link.{uuid.uuid4().hex[:6]}@example.com", "+442079460123"
+    async with running_stages(settings), api_client(settings) as client:
+        for event in (touchpoint("call", email=email), touchpoint("email", phone=phone)):
+            assert (await client.post("/v1/touchpoints", json=event)).status_code == 202
+        by_email = await eventually(lambda: _has_events(client, email, 1))
+        by_phone = (await eventually(lambda: _lookup(client, "phone", phone)))
+        assert by_email["customer_id"] != by_phone["customer_id"]
+        both = touchpoint("order", email=email, phone=phone, amount="5.00", items=[])
+        assert (await client.post("/v1/touchpoints", json=both)).status_code == 202
+        merged = await eventually(lambda: _has_events(client, email, 3))
+        ids = {by_email["customer_id"], by_phone["customer_id"]}
+        assert merged["customer_id"] in ids and set(merged["merged_ids"]) == ids - {merged["customer_id"]}
+        for cid in ids:
+            read = (await client.get(f"/v1/customers/{cid}")).json()
+            assert read == merged
+        assert merged["counts"]["by_type"] == {"call": 1, "email": 1, "order": 1}
+        assert merged["identifiers"] == {"emails": [email], "phones": [phone], "external_ids": {}}
+
+
+async def _lookup(client, name: str, value: str) -> dict | None:
+    items = (await client.get("/v1/customers", params={name: value})).json()["items"]
+    return items[0] if items else None
