@@ -30,21 +30,27 @@ CREATE TABLE IF NOT EXISTS contacts (
 _COLUMNS = ", ".join(ContactRow._fields)
 
 
+def copy_line(r: ContactRow) -> str:
+    """A row in COPY's text format (psycopg's per-value adaptation cost more than the rest of it)."""
+    return (f"{_text(r.customer_id)}\t{_text(r.occurred_at)}\t{_text(r.event_id)}\t{_text(r.type)}\t"
+            f"{_text(r.channel)}\t{_text(r.source)}\t{_text(r.summary)}\t{r.source_partition:d}\t"
+            f"{r.source_offset:d}\n")
+
+
 def copy_text(rows: list[ContactRow]) -> str:
-    """Rows in COPY's text format, built in one pass (psycopg's per-value adaptation cost more
-    than the rest of the row)."""
-    return "".join(
-        f"{_text(r.customer_id)}\t{_text(r.occurred_at)}\t{_text(r.event_id)}\t{_text(r.type)}\t"
-        f"{_text(r.channel)}\t"
-        f"{_text(r.source)}\t{_text(r.summary)}\t{r.source_partition:d}\t{r.source_offset:d}\n"
-        for r in rows)
+    return "".join(copy_line(r) for r in rows)
 
 
 async def write(conn: psycopg.AsyncConnection, rows: list[ContactRow]) -> None:
-    if not rows:
+    await write_lines(conn, [copy_line(r) for r in rows])
+
+
+async def write_lines(conn: psycopg.AsyncConnection, lines: list[str]) -> None:
+    """Rows already in COPY's text format (``copy_line``)."""
+    if not lines:
         return
     async with conn.cursor() as cur, cur.copy(f"COPY contacts ({_COLUMNS}) FROM STDIN") as copy:
-        await copy.write(copy_text(rows))
+        await copy.write("".join(lines))
 
 
 def encode_cursor(occurred_at: datetime, event_id: Any) -> str:

@@ -67,11 +67,15 @@ class BenchEnv:
 
     def discard(self) -> None:
         """Drop the databases and delete the topics of earlier measurements, so that their
-        autovacuum and the broker's memory do not weigh on the next one."""
+        autovacuum, their dirty pages and the broker's memory do not weigh on the next one: the
+        latency figures after a million-event measurement were twice those measured alone
+        (freshness p99 1.1 s against 0.6 s) while the kernel wrote back its pages."""
         with psycopg.connect(self.base.database_url, autocommit=True) as conn:
             for s in self.made:
                 name = conninfo_to_dict(s.database_url)["dbname"]
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute("CHECKPOINT")
+        os.sync()
         topics = [t for s in self.made if s.topic_prefix
                   for t in (s.raw_topic, s.log_topic, s.dlq_topic)]
         if topics:

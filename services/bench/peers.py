@@ -27,7 +27,6 @@ from typing import Any
 
 import psycopg
 
-from projections.contacts import fold as contacts
 from services.bench.env import BenchEnv, cpu_seconds
 from services.config import Settings
 from services.processors import projector
@@ -41,10 +40,10 @@ async def project(conn: psycopg.AsyncConnection, processor: str,
                   records: Iterable[tuple[dict[str, Any], int, int]]) -> None:
     """One batch of decoded (event, partition, offset), in the caller's transaction: our
     projection stage's own write path (``projector.project``)."""
-    events: dict[str, tuple[dict, contacts.ContactRow]] = {}
+    events: dict[str, projector.Prepared] = {}
     for event, partition, offset in records:
-        if event["type"] not in NOT_TOUCHPOINTS:
-            events.setdefault(event["event_id"], (event, contacts.row(event, partition, offset)))
+        if event["type"] not in NOT_TOUCHPOINTS and event["event_id"] not in events:
+            events[event["event_id"]] = projector.prepared(event, partition, offset)
     await projector.project(conn, processor, events)
 
 

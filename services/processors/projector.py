@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from decimal import InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -53,27 +53,28 @@ class ProjectionStage:
         await self._producer.stop()
 
     def prepare(self, records: list[ConsumerRecord]) -> list[Any]:
-        """Per record: (event, contact row), None for an identity event, or the decode error."""
+        """Per record (while the previous batch commits): its ``Prepared`` form, None for an
+        identity event, or the error that makes it unreadable."""
         out: list[Any] = []
         for r in records:
             try:
                 event = orjson.loads(r.value)
                 out.append(None if event["type"] in NOT_TOUCHPOINTS
-                           else (event, contacts.row(event, r.partition, r.offset)))
+                           else prepared(event, r.partition, r.offset))
             except (orjson.JSONDecodeError, *FOLD_ERRORS) as exc:
                 out.append(exc)
         return out
 
     async def handle(self, conn: psycopg.AsyncConnection,
                      items: list[tuple[ConsumerRecord, Any]]) -> Callable[[], None]:
-        events: dict[str, tuple[dict, contacts.ContactRow]] = {}
+        events: dict[str, Prepared] = {}
         records: dict[str, ConsumerRecord] = {}
         dead = []
         for r, item in items:
             if isinstance(item, BaseException):
                 dead.append((r, [{"field": None, "reason": f"unreadable record: {item!r}"}]))
-            elif item is not None and item[0]["event_id"] not in events:
-                events[item[0]["event_id"]], records[item[0]["event_id"]] = item, r
+            elif item is not None and item.event["event_id"] not in events:
+                events[item.event["event_id"]], records[item.event["event_id"]] = item, r
 
         def unfoldable(event_id: str, exc: Exception) -> None:
             dead.append((records[event_id], [{"field": None, "reason": f"cannot fold: {exc!r}"}]))
@@ -82,6 +83,24 @@ class ProjectionStage:
         await send_all(self._producer, [dead_letter(self._producer, self.settings, self.name, r, e)
                                         for r, e in dead])
         return lambda: self._profiles.put(saved)
+
+
+class Prepared(NamedTuple):
+    """What the write path needs of one touchpoint, worked out before its transaction."""
+
+    event: dict[str, Any]
+    touch: profile.Touch | Exception  # the fold's reading of it, or why the fold cannot read it
+    contact: str  # its contact-history row as a COPY line
+
+
+def prepared(event: dict[str, Any], partition: int, offset: int) -> Prepared:
+    """Raises for an event without a contact row (the record is unreadable)."""
+    contact = contacts_store.copy_line(contacts.row(event, partition, offset))
+    try:
+        touch: profile.Touch | Exception = profile.read_touch(event)
+    except FOLD_ERRORS as exc:
+        touch = exc
+    return Prepared(event, touch, contact)
 
 
 class ProfileCache:
@@ -117,32 +136,33 @@ class ProfileCache:
             self._held.popitem(last=False)
 
 
-async def project(conn: psycopg.AsyncConnection, processor: str,
-                  events: dict[str, tuple[dict, contacts.ContactRow]],
+async def project(conn: psycopg.AsyncConnection, processor: str, events: dict[str, Prepared],
                   unfoldable: Callable[[str, Exception], None] | None = None,
                   cache: ProfileCache | None = None) -> dict[str, str]:
-    """Write a batch of decoded touchpoints (event id -> (event, contact row)) to the profile and
-    the contact history, skipping event ids already processed, in the caller's transaction.
-    Returns the profiles' state documents as written.
+    """Write a batch of prepared touchpoints (by event id) to the profile and the contact history,
+    skipping event ids already processed, in the caller's transaction. Returns the profiles'
+    state documents as written.
 
     An event the fold cannot read is reported to ``unfoldable`` and left out (without one, the
     error propagates). Profiles held in ``cache`` are not read back from the database."""
     new = await store.first_seen(conn, processor, list(events)) if events else set()
     DUPLICATES.labels(processor).inc(len(events) - len(new))
-    touches: dict[str, profile.Touch] = {}
+    fresh: list[Prepared] = []
     for event_id in events:
         if event_id in new:
-            try:
-                touches[event_id] = profile.read_touch(events[event_id][0])
-            except FOLD_ERRORS as exc:
+            item = events[event_id]
+            if isinstance(item.touch, Exception):
                 if unfoldable is None:
-                    raise
-                unfoldable(event_id, exc)
-    await contacts_store.write(conn, [events[event_id][1] for event_id in touches])
-    customers = list(dict.fromkeys(t[0] for t in touches.values()))
+                    raise item.touch
+                unfoldable(event_id, item.touch)
+            else:
+                fresh.append(item)
+    await contacts_store.write_lines(conn, [item.contact for item in fresh])
+    touches = [item.touch for item in fresh if not isinstance(item.touch, Exception)]
+    customers = list(dict.fromkeys(t[0] for t in touches))
     states, missing = cache.take(customers) if cache is not None else ({}, customers)
     states.update(await profile_store.load_states(conn, missing))
-    for t in touches.values():
+    for t in touches:
         state = states.get(t[0])
         if state is None:
             state = states[t[0]] = profile.new_state()

@@ -41,9 +41,8 @@ async def test_a_link_by_one_worker_holds_for_another(settings):
 async def _batch(settings, stage: IdentityStage, events: list[dict]) -> None:
     records = [ConsumerRecord(settings.raw_topic, 0, i, 0, 0, None, orjson.dumps(e), None, 0, 0, [])
                for i, e in enumerate(events)]
-    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
-        async with conn.transaction():
-            await stage.handle(conn, list(zip(records, stage.prepare(records), strict=True)))
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn, conn.transaction():
+        await stage.handle(conn, list(zip(records, stage.prepare(records), strict=True)))
 
 
 async def _log(settings, n: int) -> list[dict]:
