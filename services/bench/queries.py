@@ -47,7 +47,7 @@ def run(env: BenchEnv, quick: bool,
     # The workers start on the backlog while it is published, and the lookups start after: it must
     # outlast publishing plus both rounds at the pipeline rate measured in the same run.
     rate, publish = pipeline_events_per_s, max(produce_events_per_s, pipeline_events_per_s * 1.5)
-    backlog = int((2 * (seconds + warmup) + 5) * rate * publish / (publish - rate) * 1.15)
+    backlog = int((2 * (seconds + warmup) + 5) * rate * publish / (publish - rate) * 1.5)
     during = during or (lambda st: busy_pipeline(st, backlog))
     out: dict[str, dict] = {name: {} for name in ENDPOINTS}
     try:
