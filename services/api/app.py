@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
@@ -28,6 +29,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=10,
                                              open=False)
         await app.state.pool.open(wait=True)
+        # as in the workers: start-up objects out of the collector's way, a larger first
+        # generation (a batch of 500 events allocates tens of thousands of short-lived objects)
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         try:
             yield
         finally:
