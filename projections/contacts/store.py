@@ -41,10 +41,6 @@ def copy_text(rows: list[ContactRow]) -> str:
     return "".join(copy_line(r) for r in rows)
 
 
-async def write(conn: psycopg.AsyncConnection, rows: list[ContactRow]) -> None:
-    await write_lines(conn, [copy_line(r) for r in rows])
-
-
 async def write_lines(conn: psycopg.AsyncConnection, lines: list[str]) -> None:
     """Rows already in COPY's text format (``copy_line``)."""
     if not lines:

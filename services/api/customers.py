@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -50,26 +51,25 @@ def present(p: fold.Profile, root: str, members: list[str]) -> dict[str, Any]:
     }
 
 
-async def _cluster(conn: AsyncConnection, customer_id: str) -> tuple[str, list[str]]:
+async def _found(conn: AsyncConnection, customer_id: str, lookup: Callable[..., Awaitable[Any]]) -> Any:
+    """``lookup(conn, customer_id)``; 404 for an id that is not a UUID or names nobody."""
     try:
         customer_id = normalise_uuid(customer_id)
     except ValueError:
         raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id}) from None
-    found = await identity.cluster(conn, customer_id)
+    found = await lookup(conn, customer_id)
     if found is None:
         raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id})
     return found
 
 
+async def _cluster(conn: AsyncConnection, customer_id: str) -> tuple[str, list[str]]:
+    return await _found(conn, customer_id, identity.cluster)
+
+
 async def profile_of(conn: AsyncConnection, customer_id: str) -> dict[str, Any] | None:
     """The merged profile of a customer's identity cluster; 404 for an unknown customer."""
-    try:
-        customer_id = normalise_uuid(customer_id)
-    except ValueError:
-        raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id}) from None
-    found = await profiles.load_cluster(conn, customer_id)
-    if found is None:
-        raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id})
+    found = await _found(conn, customer_id, profiles.load_cluster)
     root, members, rows = found
     if not rows:
         return None

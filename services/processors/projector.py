@@ -158,7 +158,7 @@ async def project(conn: psycopg.AsyncConnection, processor: str, events: dict[st
             else:
                 fresh.append(item)
     await contacts_store.write_lines(conn, [item.contact for item in fresh])
-    touches = [item.touch for item in fresh if not isinstance(item.touch, Exception)]
+    touches = [item.touch for item in fresh]
     customers = list(dict.fromkeys(t[0] for t in touches))
     states, missing = cache.take(customers) if cache is not None else ({}, customers)
     states.update(await profile_store.load_states(conn, missing))

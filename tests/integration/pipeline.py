@@ -76,3 +76,24 @@ async def rows(settings: Settings, sql: str, *args: Any) -> list[dict[str, Any]]
 
 async def count(settings: Settings, sql: str, *args: Any) -> int:
     return (await rows(settings, sql, *args))[0]["n"]
+
+
+async def read_topic(settings: Settings, topic: str, n: int) -> list:
+    """At least ``n`` records of ``topic`` from its start (bounded wait)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from tests.conftest import eventually
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        async def enough() -> bool:
+            got = await consumer.getmany(timeout_ms=200)
+            records.extend(r for rs in got.values() for r in rs)
+            return len(records) >= n
+        await eventually(enough)
+    finally:
+        await consumer.stop()
+    return records

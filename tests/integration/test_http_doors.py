@@ -6,14 +6,13 @@ import uuid
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from services.infra.broker import EmbeddedBroker
 from services.infra.topics import ensure_topics
 from services.kafka import partition_for
 from services.wire import is_validated
 from tests.conftest import eventually
-from tests.integration.pipeline import api_client, count, running_stages, touchpoint
+from tests.integration.pipeline import api_client, count, read_topic, running_stages, touchpoint
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +142,7 @@ async def test_batch_records_land_where_single_records_do(settings):
         batch = await client.post("/v1/touchpoints/batch", json={"events": [
             touchpoint("email", email=e) for e in emails]})
     assert single.status_code == 202 and batch.status_code == 202
-    records = await _raw_records(settings, 31)
+    records = await read_topic(settings, settings.raw_topic, 31)
     assert {r.key for r in records} == {e.encode() for e in emails}  # keyed by the identifier
     for r in records:
         assert r.partition == partition_for(r.key, settings.partitions)
@@ -154,19 +153,3 @@ async def test_batch_records_land_where_single_records_do(settings):
     for r in records:
         by_key.setdefault(r.key, set()).add(r.partition)
     assert len(by_key[emails[0].encode()]) == 1  # the single and the batch record of one key
-
-
-async def _raw_records(settings, n: int) -> list:
-    consumer = AIOKafkaConsumer(settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    records: list = []
-    try:
-        async def enough() -> bool:
-            got = await consumer.getmany(timeout_ms=200)
-            records.extend(r for rs in got.values() for r in rs)
-            return len(records) >= n
-        await eventually(enough)
-    finally:
-        await consumer.stop()
-    return records

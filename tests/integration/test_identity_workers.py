@@ -7,12 +7,10 @@ import uuid
 import orjson
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from services.processors.identity import IdentityStage
-from tests.conftest import eventually
-from tests.integration.pipeline import touchpoint
+from tests.integration.pipeline import read_topic, touchpoint
 
 pytestmark = pytest.mark.integration
 
@@ -46,16 +44,4 @@ async def _batch(settings, stage: IdentityStage, events: list[dict]) -> None:
 
 
 async def _log(settings, n: int) -> list[dict]:
-    consumer = AIOKafkaConsumer(settings.log_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    got: list = []
-    try:
-        async def enough() -> bool:
-            batch = await consumer.getmany(timeout_ms=200)
-            got.extend(r for rs in batch.values() for r in rs)
-            return len(got) >= n
-        await eventually(enough)
-    finally:
-        await consumer.stop()
-    return [orjson.loads(r.value) for r in got]
+    return [orjson.loads(r.value) for r in await read_topic(settings, settings.log_topic, n)]
