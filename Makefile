@@ -24,13 +24,13 @@ run: $(STAMP) ## the whole platform on the embedded broker and database, with sa
 test: $(STAMP) ## unit, integration and end-to-end tests (starts its own broker and database)
 	$(BIN)/pytest
 
-bench: $(STAMP) ## benchmarks beside their limits (QUICK=1: about 3 minutes)
+bench: $(STAMP) ## python -m bench: benchmarks beside their limits (QUICK=1: about 6 minutes)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/touchstream bench $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy events projections services
+	$(BIN)/mypy events projections services bench
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format .

@@ -44,15 +44,6 @@ def _schemas(args: argparse.Namespace) -> None:
     sys.exit(schemas.main(["--check"] if args.check else []))
 
 
-def _bench(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from services.bench.run import main as bench
-
-    bench(args.events, args.quick, Path(args.out) if args.out else None,
-          Path(get_settings().state_dir) / "bench")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="touchstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,11 +62,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=_api)
-    p = sub.add_parser("bench", help="measure the platform beside its limits (BENCHMARKS.md)")
-    p.add_argument("--events", type=int, default=0, help="pipeline events (default 1M, quick 200k)")
-    p.add_argument("--quick", action="store_true", help="the same measurements, smaller")
-    p.add_argument("--out", default="", help="JSON file (default bench/results/<UTC time>.json)")
-    p.set_defaults(func=_bench)
     p = sub.add_parser("schemas", help="write schemas/ from the event models (--check: compare)")
     p.add_argument("--check", action="store_true")
     p.set_defaults(func=_schemas)

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from bench.env import BenchEnv, raw_records
+from bench.limits import produce
+from bench.peers import run_peer
 from projections.profile import store as profile_store
-from services.bench.env import BenchEnv, raw_records
-from services.bench.limits import produce
-from services.bench.peers import run_peer
 from services.infra import Infra
 from tests.conftest import eventually, make_settings
 from tests.integration.pipeline import count, running_stages

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from services.bench.env import END, BenchEnv
-from services.bench.ingest import drain
-from services.bench.loadgen import measure
+from bench.env import END, BenchEnv
+from bench.ingest import drain
+from bench.loadgen import measure
 from services.infra.broker import free_port
 from services.sample import SampleSpec, generate
 

@@ -9,6 +9,7 @@ one does not slow the next.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,9 +19,10 @@ from pathlib import Path
 import orjson
 import psycopg
 
-from services.bench.env import END, BenchEnv, cpu_seconds, wait_until
-from services.bench.loadgen import measure
-from services.bench.pipeline import caught_up, topic_ends
+from bench import importable
+from bench.env import END, BenchEnv, cpu_seconds, wait_until
+from bench.loadgen import measure
+from bench.pipeline import caught_up, topic_ends
 from services.config import Settings
 from services.infra.broker import free_port
 from services.sample import SampleSpec, generate
@@ -115,8 +117,9 @@ def sdk_publish(s: Settings, events: int) -> dict:
     """TouchstreamProducer as a channel uses it, in a process of its own (like a channel; the
     bench's own heap would otherwise slow its garbage collector): validate and send each event,
     then flush."""
-    done = subprocess.run([sys.executable, "-m", "services.bench.ingest", s.kafka_bootstrap_servers,
-                           s.raw_topic, str(events)], capture_output=True, text=True, timeout=3600)
+    done = subprocess.run([sys.executable, "-m", "bench.ingest", s.kafka_bootstrap_servers,
+                           s.raw_topic, str(events)], capture_output=True, text=True, timeout=3600,
+                          env=importable(dict(os.environ)))
     if done.returncode:
         raise RuntimeError(f"SDK publisher failed: {done.stderr[-2000:]}")
     return orjson.loads(done.stdout.strip().splitlines()[-1])

@@ -2,7 +2,7 @@
 
 ``stream.take_events(1000, within=0.1)`` (``take`` with the events, for their partition and
 offset), one PostgreSQL transaction per batch, faust committing the offsets. Run:
-``KAFKA_BOOTSTRAP_SERVERS=.. DATABASE_URL=.. LOG_TOPIC=.. PEER_GROUP=.. python -m services.bench.peer_faust``
+``KAFKA_BOOTSTRAP_SERVERS=.. DATABASE_URL=.. LOG_TOPIC=.. PEER_GROUP=.. python -m bench.peer_faust``
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import faust
 import orjson
 import psycopg
 
-from services.bench.peers import project
+from bench.peers import project
 
 PROCESSOR = "peer-faust"
 

@@ -27,12 +27,13 @@ from typing import Any
 
 import psycopg
 
-from services.bench.env import BenchEnv, cpu_seconds
+from bench import importable
+from bench.env import BenchEnv, cpu_seconds
 from services.config import Settings
 from services.processors import projector
 from services.processors.projector import NOT_TOUCHPOINTS
 
-PEERS = {"faust": "services.bench.peer_faust", "quixstreams": "services.bench.peer_quix"}
+PEERS = {"faust": "bench.peer_faust", "quixstreams": "bench.peer_quix"}
 POLL_S = 0.25
 
 
@@ -75,7 +76,7 @@ def _spawn_peer(env: BenchEnv, s: Settings, kind: str) -> subprocess.Popen:
     logs = Path(env.base.state_dir, "logs")
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"bench-peer-{kind}.log", "ab") as log:
-        child = subprocess.Popen([sys.executable, "-m", PEERS[kind]], env=child_env, stdout=log,
+        child = subprocess.Popen([sys.executable, "-m", PEERS[kind]], env=importable(child_env), stdout=log,
                                  stderr=subprocess.STDOUT, cwd=peer_dir)
     env.children.append(child)
     return child

@@ -14,8 +14,8 @@ import time
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.bench.env import BenchEnv, cpu_seconds, rss_mb, wait_until
-from services.bench.limits import produce
+from bench.env import BenchEnv, cpu_seconds, rss_mb, wait_until
+from bench.limits import produce
 from services.config import Settings
 
 STAGES = ("identity", "projections")

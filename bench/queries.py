@@ -16,11 +16,11 @@ from pathlib import Path
 
 import psycopg
 
-from services.bench.env import BenchEnv, cpu_seconds, raw_records
-from services.bench.ingest import drain
-from services.bench.limits import produce
-from services.bench.loadgen import measure
-from services.bench.pipeline import caught_up, topic_ends
+from bench.env import BenchEnv, cpu_seconds, raw_records
+from bench.ingest import drain
+from bench.limits import produce
+from bench.loadgen import measure
+from bench.pipeline import caught_up, topic_ends
 from services.config import Settings
 from services.infra.broker import free_port
 

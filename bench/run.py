@@ -1,4 +1,4 @@
-"""`touchstream bench`: run every measurement on one set of servers and report figure beside limit."""
+"""`python -m bench`: run every measurement on one set of servers and report figure beside limit."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.bench import freshness, ingest, limits, peers, pipeline, queries, report
-from services.bench.env import BenchEnv, raw_records
+from bench import freshness, ingest, limits, peers, pipeline, queries, report
+from bench.env import BenchEnv, raw_records
 from services.config import Settings
 
 
@@ -108,7 +108,7 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path) -> 
         env.discard()
     finally:
         env.stop()
-    command = "touchstream bench " + " ".join(sys.argv[2:])
+    command = "python -m bench " + " ".join(sys.argv[1:])
     path = report.write_json(result, out)
     table = report.markdown(result, command.strip())
     print(table)

@@ -1,9 +1,9 @@
 """Our open-loop HTTP load generator, a process of its own: the JSON result goes to stdout.
 
-    python -m services.bench.loadgen post-single URL events.jsonl --rate 2000 --seconds 30
-    python -m services.bench.loadgen post-batch URL events.jsonl --batch 500 --seconds 10
-    python -m services.bench.loadgen get URL paths.txt --rate 500 --seconds 20
-    python -m services.bench.loadgen fresh URL events.jsonl --rate 2000 --seconds 60 --poll-every 100
+    python -m bench.loadgen post-single URL events.jsonl --rate 2000 --seconds 30
+    python -m bench.loadgen post-batch URL events.jsonl --batch 500 --seconds 10
+    python -m bench.loadgen get URL paths.txt --rate 500 --seconds 20
+    python -m bench.loadgen fresh URL events.jsonl --rate 2000 --seconds 60 --poll-every 100
 
 Open loop: request i is due at start + i/rate whatever the answers. Its latency runs from that due
 time when it went out late, so a stalled server shows here as queueing (no coordinated omission);
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +31,8 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 import uvloop
+
+from bench import importable
 
 
 class Connection(asyncio.Protocol):
@@ -263,8 +266,8 @@ async def poller(load: Load, args: argparse.Namespace, fresh: list[float]):
 def measure(mode: str, url: str, path: Path, **options: float) -> dict:
     """Run the generator as its own process (it must not share the server's loop); its result."""
     flags = [f for k, v in options.items() for f in (f"--{k.replace('_', '-')}", str(v))]
-    done = subprocess.run([sys.executable, "-m", "services.bench.loadgen", mode, url, str(path), *flags],
-                          capture_output=True, text=True, timeout=3600)
+    done = subprocess.run([sys.executable, "-m", "bench.loadgen", mode, url, str(path), *flags],
+                          capture_output=True, text=True, timeout=3600, env=importable(dict(os.environ)))
     if done.returncode:
         raise RuntimeError(f"loadgen failed: {done.stderr[-2000:]}")
     return orjson.loads(done.stdout)

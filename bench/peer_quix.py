@@ -3,7 +3,7 @@
 quixstreams flushes its sinks at each checkpoint, one ``write`` per partition's batch; each write
 is one PostgreSQL transaction, through the same (async) store functions, on a loop the sink owns.
 Run (quixstreams is in the ``bench`` extra):
-``KAFKA_BOOTSTRAP_SERVERS=.. DATABASE_URL=.. LOG_TOPIC=.. PEER_GROUP=.. python -m services.bench.peer_quix``
+``KAFKA_BOOTSTRAP_SERVERS=.. DATABASE_URL=.. LOG_TOPIC=.. PEER_GROUP=.. python -m bench.peer_quix``
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import psycopg
 from quixstreams import Application
 from quixstreams.sinks import BatchingSink, SinkBatch
 
-from services.bench.peers import project
+from bench.peers import project
 
 PROCESSOR = "peer-quix"
 # A checkpoint then holds a few thousand events, like our batches (PEER_COMMIT_INTERVAL_S overrides;

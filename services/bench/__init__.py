@@ -1,1 +1,0 @@
-"""`touchstream bench`: every figure beside the limit measured in the same run, one module per measurement."""
