@@ -67,9 +67,9 @@ class BenchEnv:
 
     def discard(self) -> None:
         """Drop the databases and delete the topics of earlier measurements, so that their
-        autovacuum, their dirty pages and the broker's memory do not weigh on the next one: the
-        latency figures after a million-event measurement were twice those measured alone
-        (freshness p99 1.1 s against 0.6 s) while the kernel wrote back its pages."""
+        autovacuum, their dirty pages and the broker's memory do not weigh on the next one:
+        latency measured while the kernel writes back a million-event measurement's pages is
+        inflated (BENCHMARKS.md)."""
         with psycopg.connect(self.base.database_url, autocommit=True) as conn:
             for s in self.made:
                 name = conninfo_to_dict(s.database_url)["dbname"]
@@ -79,8 +79,8 @@ class BenchEnv:
         topics = [t for s in self.made if s.topic_prefix
                   for t in (s.raw_topic, s.log_topic, s.dlq_topic)]
         if self.infra.broker is not None:
-            # The embedded broker's memory storage keeps what deleted topics held (1 GB after the
-            # pipeline measurements): start it again, empty, on the same port.
+            # The embedded broker's memory storage keeps what deleted topics held, and a full one
+            # answers more slowly: start it again, empty, on the same port.
             self.infra.broker.stop()
             self.infra.broker.start()
         elif topics:

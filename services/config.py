@@ -35,12 +35,13 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(5000, ge=1)
     batch_timeout_ms: int = Field(100, ge=1)
     # Profiles a projection worker keeps after writing them, so that the next batch need not read
-    # them back (their state documents, about 600 bytes each).
+    # them back. The worker's memory grows with it (a state document's size: BENCHMARKS.md).
     profile_cache_size: int = Field(100_000, ge=0)
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
-    # A positive value makes workers yield the CPU to the API on a shared machine. Measured on 2
-    # cores at 2,000 POSTs/s: nice 10 took freshness p99 from 0.69 s to 7.4 s, so 0 by default.
+    # A positive value makes workers yield the CPU to the API on a shared machine. 0 by default:
+    # accepted events then wait behind the requests, and freshness lost far more than the API
+    # gained (BENCHMARKS.md).
     worker_nice: int = Field(0, ge=0, le=19)
 
     def topic(self, name: str) -> str:

@@ -239,13 +239,14 @@ def _identity(r: Callable[[], float], c: _Customer, kind: str) -> dict:
 
 
 def _uuid4(bits: int) -> str:
-    """str(uuid.UUID(int=bits, version=4)), at half the cost."""
+    """str(uuid.UUID(int=bits, version=4)) without building a UUID: the bench draws a million."""
     h = "%032x" % (bits & ~(0xF000 << 64 | 0xC000 << 48) | (0x4000 << 64 | 0x8000 << 48))
     return "-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
 
 
 def _clock(end: datetime, days: int) -> Callable[[float], str]:
-    """Window fraction -> ISO-8601 UTC string by table look-up (datetime.isoformat is 5x slower)."""
+    """Window fraction -> ISO-8601 UTC string by table look-up, not datetime.isoformat: the bench
+    stamps a million events."""
     base = int(end.timestamp()) - days * 86400
     first_day = base // 86400
     dates = [

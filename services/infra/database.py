@@ -29,8 +29,8 @@ class EmbeddedDatabase:
         self._tune()
         return self
 
-    # initdb's defaults size the WAL for a small server: a 1M-event run asked for two checkpoints
-    # (max_wal_size 1GB) and full-page images after them were a third of the WAL it wrote.
+    # initdb's defaults size the WAL for a small server: a stream of batches then forces
+    # checkpoints mid-run, and the full-page images written after each one swell the WAL.
     TUNING = {"max_wal_size": "4GB", "checkpoint_timeout": "15min"}
 
     def _tune(self) -> None:

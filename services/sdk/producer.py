@@ -14,8 +14,8 @@ event id once.
 as soon as ``batch_events`` are waiting) as one record batch per partition, with acks=all, the
 way the gateway sends a batch. At most ``max_pending`` events wait for their acknowledgement:
 ``publish`` blocks beyond that, so a publisher faster than the broker does not run out of memory.
-(kafka-python's per-record send, pure-Python record encoding, cost 32 µs an event, twice the
-validation; aiokafka's record batches are built in C.)
+(aiokafka builds record batches in C; kafka-python's per-record send encodes each record in
+Python, which cost more than validating it: BENCHMARKS.md.)
 """
 
 from __future__ import annotations
