@@ -7,9 +7,11 @@ everything, children first.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,8 +19,29 @@ from pathlib import Path
 
 import httpx
 
+from services import examples
 from services.config import Settings
 from services.infra import Infra
+
+
+class PortUnavailable(RuntimeError):
+    """The HTTP port cannot be listened on (usually: another program has it)."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise PortUnavailable, in plain words, unless the API could listen on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # as uvicorn binds: a port left in TIME_WAIT by a stopped server is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortUnavailable(f"port {port} on {host} is in use by another program; "
+                                      "set HTTP_PORT=... to use another") from None
+            raise PortUnavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                                  "set HTTP_HOST or HTTP_PORT") from None
 
 
 class Platform:
@@ -43,6 +66,7 @@ class Platform:
             raise
 
     def _start(self, ready_timeout_s: float) -> Platform:
+        check_port(self.settings.http_host, self.settings.http_port)
         self.settings = self.infra.start()
         env = self.infra.child_env()
         metrics_dir = Path(self.settings.state_dir, "metrics").resolve()
@@ -94,29 +118,6 @@ class Platform:
         self.infra.stop()
 
 
-def publish_sample(base_url: str, customers: int, events: int, seed: int) -> dict:
-    from services.sample import SampleSpec, generate
-
-    batch, sent = [], 0
-    with httpx.Client(base_url=base_url, timeout=30) as client:
-        def flush() -> None:
-            nonlocal sent
-            response = client.post("/v1/touchpoints/batch", json={"events": batch})
-            response.raise_for_status()
-            sent += len(batch)
-            batch.clear()
-
-        first = None
-        for event in generate(SampleSpec(customers=customers, events=events, seed=seed)):
-            first = first or event
-            batch.append(event)
-            if len(batch) == 500:
-                flush()
-        if batch:
-            flush()
-    return {"sent": sent, "example": first}
-
-
 def _wait_for_signal() -> None:
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,6 +128,10 @@ def _wait_for_signal() -> None:
 
 def run_platform(settings: Settings, sample: bool = True, customers: int = 3000,
                  events: int = 30000, seed: int = 7) -> None:
+    try:
+        check_port(settings.http_host, settings.http_port)
+    except PortUnavailable as exc:
+        sys.exit(str(exc))
     platform = Platform(settings)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -134,25 +139,8 @@ def run_platform(settings: Settings, sample: bool = True, customers: int = 3000,
         platform.start()
         base = platform.base_url
         print(f"ready: {base} (broker {platform.settings.kafka_bootstrap_servers})", flush=True)
-        example = None
-        if sample:
-            t0 = time.monotonic()
-            result = publish_sample(base, customers, events, seed)
-            example = result["example"]
-            print(f"published {result['sent']} sample touchpoints for {customers} customers "
-                  f"in {time.monotonic() - t0:.1f}s", flush=True)
-        email = (example or {}).get("customer", {}).get("email") or "someone@example.com"
-        print(f"""
-Try:
-  curl -s '{base}/v1/customers?email={email}'
-  curl -s '{base}/v1/customers/<customer_id>/timeline?limit=5'
-  curl -s -X POST {base}/v1/touchpoints -H 'content-type: application/json' -d '{{"type": "call",
-     "customer": {{"email": "{email}"}}, "occurred_at": "2026-01-05T10:00:00+00:00",
-     "channel": "phone", "source": "crm", "payload": {{"direction": "inbound",
-     "duration_s": 120, "outcome": "resolved"}}}}'
-  curl -s {base}/metrics | grep touchstream_
-  OpenAPI: {base}/docs
-Ctrl-C stops everything.""", flush=True)
+        print(examples.after_sample(base, customers, events, seed) if sample
+              else examples.without_sample(base), flush=True)
         _wait_for_signal()
     except KeyboardInterrupt:
         pass

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
 import re
+import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,12 +24,10 @@ pytestmark = pytest.mark.e2e
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def quickstart_commands() -> list[str]:
-    """The shell lines between the quick-start markers of the README."""
-    block = re.search(r"<!-- quickstart -->\s*```sh\n(.*?)```", README.read_text(), re.S)
-    assert block, "README.md has no quick-start block"
+def shell_commands(lines: list[str]) -> list[str]:
+    """Commands from shell lines: comments and blanks skipped, backslash continuations joined."""
     commands, current = [], ""
-    for line in block.group(1).splitlines():
+    for line in lines:
         if line.startswith("#") or not line.strip():
             continue
         current += line.rstrip("\\") + " " if line.endswith("\\") else line
@@ -31,6 +35,13 @@ def quickstart_commands() -> list[str]:
             commands.append(current)
             current = ""
     return commands
+
+
+def quickstart_commands() -> list[str]:
+    """The shell lines between the quick-start markers of the README."""
+    block = re.search(r"<!-- quickstart -->\s*```sh\n(.*?)```", README.read_text(), re.S)
+    assert block, "README.md has no quick-start block"
+    return shell_commands(block.group(1).splitlines())
 
 
 def test_readme_quickstart_publish_then_read(tmp_path):
@@ -80,3 +91,67 @@ def test_a_restarted_platform_processes_new_events(tmp_path):
             assert count == run + 1
         finally:
             platform.stop()
+
+
+def _touchstream_run(tmp_path: Path, port: int, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """`make run`'s command (`.venv/bin/touchstream run`), on its own state directory and port."""
+    env = {**os.environ, "STATE_DIR": str(tmp_path / "state"), "HTTP_PORT": str(port)}
+    return subprocess.Popen([str(Path(sys.executable).with_name("touchstream")), "run", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def _printed_until(proc: subprocess.Popen, last: str, timeout_s: float) -> list[str]:
+    """Lines the command prints, up to the one starting with ``last`` (bounded wait)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: [*map(lines.put, proc.stdout), lines.put(None)],  # type: ignore[arg-type]
+                     daemon=True).start()
+    out, deadline = [], time.monotonic() + timeout_s
+    while not out or not out[-1].startswith(last):
+        line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        assert line is not None, f"exited early with {proc.wait()}: {''.join(out)}"
+        out.append(line)
+    return [line.rstrip("\n") for line in out]
+
+
+def _sh(command: str) -> str:
+    return subprocess.run(command, shell=True, check=True, capture_output=True, text=True).stdout
+
+
+def test_make_run_prints_requests_for_a_customer_it_has(tmp_path):
+    """The lookup `make run` prints finds a customer of the sample, its timeline is that
+    customer's, and its POST reaches the same person."""
+    with open(tmp_path / "stderr.log", "w") as stderr:
+        proc = _touchstream_run(tmp_path, free_port(), "--customers", "300", "--events", "3000",
+                                stderr=stderr)
+    try:
+        printed = _printed_until(proc, "Ctrl-C stops everything.", timeout_s=180)
+        tried = printed[next(i for i, line in enumerate(printed) if line.startswith("Try")):]
+        lookup, timeline, post = shell_commands([line.strip() for line in tried[1:5]])
+        assert "<" not in timeline, "the timeline names a real customer id"
+        found = json.loads(_sh(lookup))["items"]
+        assert len(found) == 1, f"{lookup} found nobody"
+        customer = found[0]
+        history = json.loads(_sh(timeline))
+        assert history["customer_id"] == customer["customer_id"] and history["items"]
+        accepted = json.loads(_sh(post))["accepted"]
+        deadline = time.monotonic() + 30
+        while json.loads(_sh(lookup))["items"][0]["last_contact"]["event_id"] != accepted[0]:
+            assert time.monotonic() < deadline, "the printed POST never reached the same customer"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert proc.returncode == 0
+
+
+def test_make_run_says_plainly_that_the_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _touchstream_run(tmp_path, port)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert err.strip().splitlines()[-1] == (
+        f"port {port} on 127.0.0.1 is in use by another program; set HTTP_PORT=... to use another")
+    assert "starting" not in out and not Path(tmp_path, "state").exists(), "nothing may start"
