@@ -1,12 +1,14 @@
 """Bytes in, events out (and back): validation with clean, field-named errors."""
 
+import re
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from events.envelope import TouchpointEvent, normalise_uuid
+from events.envelope import PATTERN_REASONS, TouchpointEvent, normalise_uuid
 from events.identity import identity_keys
+from events.strings import CONTROLS, control_reason
 from events.touchpoints import TOUCHPOINT_TYPES, Touchpoint
 
 __all__ = [
@@ -80,6 +82,9 @@ def _detail(error: Any) -> dict[str, str]:
     if loc and loc[0] in TOUCHPOINT_TYPES:
         loc = loc[1:]  # the discriminated union's tag, not a field
     reason = str(ctx["error"]) if kind == "value_error" else error["msg"]
+    if kind == "string_pattern_mismatch":
+        pattern = ctx["pattern"]
+        reason = control_reason(error["input"], pattern) or PATTERN_REASONS.get(pattern, reason)
     if loc and loc[-1] == "[key]":
         loc, reason = loc[:-1], f"invalid key: {reason}"
     if kind == "json_invalid":
@@ -90,7 +95,17 @@ def _detail(error: Any) -> dict[str, str]:
         loc, reason = ["type"], f"type is required; allowed types: {_ALLOWED}"
     elif not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
         return dict(_NOT_OBJECT)
-    return {"field": ".".join(str(part) for part in loc), "reason": reason}
+    return {"field": ".".join(_printable(part) for part in loc), "reason": reason}
+
+
+_UNPRINTABLE = re.compile(f"[{CONTROLS}\ud800-\udfff]")
+
+
+def _printable(part: object) -> str:
+    """A refused key can hold what the error must not: control characters (the error itself may
+    go to PostgreSQL with a dead letter) or lone surrogates (not encodable as UTF-8)."""
+    text = str(part)
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _UNPRINTABLE.search(text) else text
 
 
 def routing_key(event: TouchpointEvent) -> bytes:

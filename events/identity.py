@@ -6,8 +6,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from events.envelope import Customer, UuidStr
+from events.strings import CONTROLS, text_field
 
-IdentityKey = Annotated[str, Field(pattern=r"^(id|email|phone|ext):.+$")]
+IdentityKey = Annotated[str, Field(pattern=rf"^(id|email|phone|ext):[^{CONTROLS}]+$")]
 
 
 def identity_keys(customer: Customer | Mapping[str, Any]) -> list[str]:
@@ -25,13 +26,15 @@ def identity_keys(customer: Customer | Mapping[str, Any]) -> list[str]:
 
 
 class CustomersLinked(BaseModel):
-    """Identity resolution merged customers: every id in `merged_ids` now means `customer_id`."""
+    """Identity resolution merged customers: every id in `merged_ids` now means `customer_id`.
+
+    Checked beyond the JSON Schema: `customer_id` (the survivor) is not among `merged_ids`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     customer_id: UuidStr
     merged_ids: tuple[UuidStr, ...] = Field(min_length=1)
-    reason: str = Field(min_length=1, max_length=200)
+    reason: str = text_field(200, min_length=1)
     keys: tuple[IdentityKey, ...] = ()
 
     @model_validator(mode="after")

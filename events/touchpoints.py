@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from events.envelope import Payload, TouchpointEvent
+from events.strings import LINE, text_field
 
 Direction = Literal["inbound", "outbound"]
 Money = Annotated[
@@ -14,10 +15,12 @@ Money = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
                 {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,4})?$"},
+                {"type": "integer", "minimum": 0, "maximum": 9_999_999_999},
             ],
-            "description": "Up to 10 digits before and 4 after the point; serialised as a string.",
+            "description": "Up to 10 digits before and 4 after the point, as a string; serialised "
+            "as a string. A JSON number with a fraction is accepted too, but JSON parsers may "
+            "change its digits.",
         }
     ),
 ]
@@ -26,7 +29,7 @@ Count = Annotated[int, Field(ge=1, lt=2**63)]  # bounded so that any event can b
 
 
 def _upper(value: object) -> object:
-    return value.upper() if isinstance(value, str) else value
+    return value.upper() if isinstance(value, str) and value.isascii() else value  # "ß" -> "SS"
 
 
 class CallLogged(Payload):
@@ -37,8 +40,8 @@ class CallLogged(Payload):
     outcome: Literal[
         "answered", "missed", "voicemail", "resolved", "escalated", "callback_requested"
     ]
-    agent: str | None = Field(None, max_length=64)
-    topic: str | None = Field(None, max_length=200)
+    agent: str | None = text_field(64, default=None)
+    topic: str | None = text_field(200, prose=True, default=None)
 
 
 class EmailExchanged(Payload):
@@ -46,24 +49,24 @@ class EmailExchanged(Payload):
 
     direction: Direction
     action: Literal["sent", "delivered", "opened", "clicked", "replied", "bounced", "unsubscribed"]
-    subject: str | None = Field(None, max_length=300)
-    campaign: str | None = Field(None, max_length=64)
+    subject: str | None = text_field(300, prose=True, default=None)
+    campaign: str | None = text_field(64, default=None)
 
 
 class WebVisited(Payload):
     """The customer visited the website."""
 
-    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    url: str = Field(max_length=2048, pattern=rf"^https?://{LINE.removeprefix('^')}")
     page_views: Count = 1
     duration_s: Seconds
-    referrer: str | None = Field(None, max_length=2048)
-    session_id: str | None = Field(None, max_length=128)
+    referrer: str | None = text_field(2048, default=None)
+    session_id: str | None = text_field(128, default=None)
 
 
 class OrderItem(Payload):
     """One line of an order."""
 
-    sku: str = Field(min_length=1, max_length=64)
+    sku: str = text_field(64, min_length=1)
     quantity: Count
     unit_price: Money
 
@@ -71,9 +74,14 @@ class OrderItem(Payload):
 class OrderPlaced(Payload):
     """The customer placed an order (status tells if it was later cancelled or refunded)."""
 
-    order_id: str = Field(min_length=1, max_length=64)
+    order_id: str = text_field(64, min_length=1)
     amount: Money
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$"), BeforeValidator(_upper)]
+    currency: Annotated[
+        str,
+        Field(pattern=r"^[A-Z]{3}$"),
+        BeforeValidator(_upper),
+        WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z]{3}$", "description": "Kept upper-cased."}),
+    ]
     items: tuple[OrderItem, ...] = ()
     status: Literal["placed", "cancelled", "refunded"] = "placed"
 
@@ -81,10 +89,10 @@ class OrderPlaced(Payload):
 class ComplaintFiled(Payload):
     """The customer filed a complaint."""
 
-    complaint_id: str = Field(min_length=1, max_length=64)
-    category: str = Field(min_length=1, max_length=64)
+    complaint_id: str = text_field(64, min_length=1)
+    category: str = text_field(64, min_length=1)
     severity: Literal["low", "medium", "high", "critical"]
-    text: str = Field(min_length=1, max_length=5000)
+    text: str = text_field(5000, min_length=1, prose=True)
     status: Literal["open", "resolved"] = "open"
 
 

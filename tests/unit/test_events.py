@@ -177,6 +177,117 @@ def test_web_visit_url_must_be_http() -> None:
     assert "payload.url" in reasons(event("web_visit", payload=payload))
 
 
+NO_CONTROLS = "must not contain control characters"
+PROSE_ONLY = "must not contain control characters other than tab, line feed and carriage return"
+
+
+def _nested(type_: str, path: str, value: Any) -> dict[str, Any]:
+    """event(type_) with the value at a dotted path (numbers index lists) replaced."""
+    data = orjson.loads(orjson.dumps(event(type_)))
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    target = data
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("type_", "path", "value", "field", "reason"),
+    [
+        ("call", "source", "cr\x00m", "source", f"{NO_CONTROLS} (found U+0000)"),
+        ("call", "customer", {"email": "a@b.co", "external_ids": {"crm": "x\x1fy"}},
+         "customer.external_ids.crm", f"{NO_CONTROLS} (found U+001F)"),
+        ("call", "customer", {"external_ids": {"crm": "1", "c\x00rm": "2"}},
+         "customer.external_ids.c\\u0000rm", "invalid key: "),
+        ("call", "customer", {"email": "a@b.co", "attributes": {"name": "Ann\x00"}},
+         "customer.attributes.name", f"{NO_CONTROLS} (found U+0000)"),
+        ("call", "customer", {"email": "a@b.co", "attributes": {"name": "Ann\nLee"}},
+         "customer.attributes.name", f"{NO_CONTROLS} (found U+000A)"),
+        ("call", "customer", {"email": "a\x01b@example.com"}, "customer.email",
+         f"{NO_CONTROLS} (found U+0001)"),
+        ("call", "customer", {"phone": "+44 20 7946\x000958"}, "customer.phone",
+         f"{NO_CONTROLS} (found U+0000)"),
+        ("call", "customer", {"customer_id": EVENT_ID[:-1] + "\x00"}, "customer.customer_id",
+         f"{NO_CONTROLS} (found U+0000)"),
+        ("call", "channel", "we\x1fb", "channel", f"{NO_CONTROLS} (found U+001F)"),
+        ("call", "payload.agent", "kim\tlee", "payload.agent", f"{NO_CONTROLS} (found U+0009)"),
+        ("call", "payload.topic", "billing\x00", "payload.topic", f"{PROSE_ONLY} (found U+0000)"),
+        ("email", "payload.subject", "Hello\x0bthere", "payload.subject",
+         f"{PROSE_ONLY} (found U+000B)"),
+        ("order", "payload.order_id", "O-\x001", "payload.order_id", f"{NO_CONTROLS} (found U+0000)"),
+        ("order", "payload.items.0.sku", "s\x1fku", "payload.items.0.sku",
+         f"{NO_CONTROLS} (found U+001F)"),
+        ("order", "payload.currency", "EU\x00", "payload.currency", f"{NO_CONTROLS} (found U+0000)"),
+        ("web_visit", "payload.url", "https://x.example/\x00", "payload.url",
+         f"{NO_CONTROLS} (found U+0000)"),
+        ("complaint", "payload.text", "Broken\x00", "payload.text", f"{PROSE_ONLY} (found U+0000)"),
+        ("complaint", "payload.category", "deli\nvery", "payload.category",
+         f"{NO_CONTROLS} (found U+000A)"),
+    ],
+)
+def test_control_characters_are_refused_naming_field_and_character(
+    type_: str, path: str, value: Any, field: str, reason: str
+) -> None:
+    for data in (_nested(type_, path, value), orjson.dumps(_nested(type_, path, value))):
+        errors = reasons(data)
+        assert list(errors) == [field]
+        assert errors[field].startswith(reason)
+
+
+def test_prose_keeps_tabs_and_line_breaks_and_surrounding_whitespace_is_trimmed() -> None:
+    text = "Parcel arrived damaged.\r\n\tSecond line."
+    parsed = parse_touchpoint(_nested("complaint", "payload.text", text))
+    assert parsed.payload.text == text  # type: ignore[attr-defined]
+    assert parse_touchpoint(_nested("email", "payload.subject", "Re:\n  your order")).payload
+    trimmed = parse_touchpoint(event(source="\tshop\r\n", customer={"external_ids": {"crm": " 7\n"}}))
+    assert (trimmed.source, trimmed.customer.external_ids) == ("shop", {"crm": "7"})
+    assert reasons(event(source=" \n\u3000 ")) == {"source": "String should have at least 1 character"}
+
+
+def test_lone_surrogates_and_invalid_utf8_are_refused() -> None:
+    assert list(reasons(event(source="a\ud800b"))) == ["source"]
+    bad = {"email": "a@b.co", "attributes": {"name": "Ann\udc00"}}
+    assert reasons(event(customer=bad)) == {
+        "customer.attributes.name": "must be valid Unicode (found a lone surrogate U+DC00)"}
+    [field] = reasons(event(customer={"external_ids": {"crm\ud800": "1"}}))
+    assert field.startswith("customer.external_ids.crm") and field.encode()  # pydantic puts U+FFFD
+    good = orjson.dumps(event())
+    for body in (good.replace(b'"shop"', b'"\\ud800"'), good.replace(b'"shop"', b'"sh\xffop"'),
+                 good.replace(b'"shop"', b'"\xed\xa0\x80"')):
+        [error] = InvalidEvent_errors(body)
+        assert error["field"] == "" and error["reason"].startswith("not valid JSON")
+
+
+def InvalidEvent_errors(data: Any) -> list[dict[str, str]]:  # noqa: N802 - reads as the type
+    with pytest.raises(InvalidEvent) as caught:
+        parse_touchpoint(data)
+    return caught.value.errors
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:00:00-05:00"])
+def test_times_out_of_range_in_utc_are_refused_not_raised(moment: str) -> None:
+    for field in ("occurred_at", "recorded_at"):
+        assert reasons(event(**{field: moment})) == {
+            field: f"{field} is out of range once converted to UTC"}
+
+
+@pytest.mark.parametrize("uuid", [
+    "{0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a11}",
+    "0b6f1e6e3c1a4b8e9a395b7f6f0f2a11",
+    "urn:uuid:0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a11",
+    "0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a1",
+])
+def test_ids_are_uuids_in_their_hyphenated_form(uuid: str) -> None:
+    assert reasons(event(event_id=uuid)) == {"event_id": "must be a UUID"}
+
+
+def test_error_details_carry_no_control_characters() -> None:
+    errors = InvalidEvent_errors(event(customer={"external_ids": {"\x1f": "1"}}, nickname="x"))
+    text = orjson.dumps(errors).decode()
+    assert not any(ord(c) < 0x20 for c in text)
+
+
 def test_events_are_frozen() -> None:
     parsed = parse_touchpoint(event())
     with pytest.raises(ValidationError):

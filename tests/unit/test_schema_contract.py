@@ -1,0 +1,182 @@
+"""The published JSON Schemas and the models agree: what a schema allows, the doors accept.
+
+Events are generated from each file in schemas/ (hypothesis-jsonschema). The only rules they may
+break are the ones a schema names in its description because no JSON Schema can express them:
+a phone valid for its country code, occurred_at at most 1 day in the future (and, for identity
+links, the survivor not among the merged ids). Any other refusal means the schema promises more
+than the models keep. The other way round, events the doors refuse are refused by the schemas.
+"""
+
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import hypothesis_jsonschema._from_schema as jsonschema_strategies
+import orjson
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis.strategies import SearchStrategy
+from hypothesis_jsonschema import from_schema
+from jsonschema import Draft202012Validator
+
+from events import CustomersLinked, InvalidEvent, parse_touchpoint
+from events.envelope import MAX_FUTURE, normalise_phone
+from events.schemas import SCHEMA_DIR
+
+TOUCHPOINT_FILES = sorted(p.name for p in SCHEMA_DIR.glob("touchpoint.*.json"))
+GENERATED = settings(
+    max_examples=int(os.environ.get("SCHEMA_EXAMPLES", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def _built_once(build: Any) -> Any:
+    """hypothesis-jsonschema builds a new strategy for a property's schema at every draw of the
+    property; the same few schemas recur, so each is built once (three times faster here)."""
+    built: dict[tuple[str, int, int], SearchStrategy[Any]] = {}
+
+    def merged_as_strategies(schemas: list[Any], **kwargs: Any) -> SearchStrategy[Any]:
+        key = (json.dumps(schemas, sort_keys=True), id(kwargs["alphabet"]),
+               id(kwargs["custom_formats"]))
+        if key not in built:
+            built[key] = build(schemas, **kwargs)
+        return built[key]
+
+    return merged_as_strategies
+
+
+if hasattr(jsonschema_strategies, "merged_as_strategies"):  # else correct, only slower
+    jsonschema_strategies.merged_as_strategies = _built_once(
+        jsonschema_strategies.merged_as_strategies)
+
+
+def schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+
+
+def assume_what_no_schema_says(event: dict[str, Any]) -> None:
+    phone = event["customer"].get("phone")
+    if phone is not None:
+        try:
+            normalise_phone(phone)
+        except ValueError:
+            assume(False)
+    occurred_at = datetime.fromisoformat(event["occurred_at"].upper().replace("Z", "+00:00"))
+    assume(occurred_at <= datetime.now(UTC) + MAX_FUTURE)
+
+
+def test_the_generated_events_cover_every_type() -> None:
+    assert len(TOUCHPOINT_FILES) == 6  # one per type and the union
+
+
+@pytest.mark.parametrize("name", TOUCHPOINT_FILES)
+def test_every_event_a_schema_allows_is_accepted(name: str) -> None:
+    @GENERATED
+    @given(from_schema(schema(name)))
+    def accepted(event: dict[str, Any]) -> None:
+        assume_what_no_schema_says(event)
+        parsed = parse_touchpoint(event)  # the gateway's path (a decoded body)
+        assert parsed.type == event["type"]
+        recorded = parse_touchpoint(orjson.dumps({**event, "event_id": parsed.event_id}))
+        assert recorded == parsed  # a producer's record, as the identity stage reads it
+
+    accepted()
+
+
+def test_every_identity_link_the_schema_allows_is_accepted() -> None:
+    @GENERATED
+    @given(from_schema(schema("customers_linked.v1.json")))
+    def accepted(link: dict[str, Any]) -> None:
+        survivor = link["customer_id"].lower()
+        assume(survivor not in {i.lower() for i in link["merged_ids"]})
+        CustomersLinked.model_validate(link)
+
+    accepted()
+
+
+GOOD = {
+    "event_id": "0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a11",
+    "type": "complaint",
+    "customer": {"email": "ann@example.com"},
+    "occurred_at": "2024-05-01T10:00:00+02:00",
+    "channel": "chat",
+    "source": "crm",
+    "payload": {"complaint_id": "K-1", "category": "delivery", "severity": "high",
+                "text": "Late.\r\nAgain.\tTwice."},
+}
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    event = json.loads(json.dumps(GOOD))
+    *parents, last = path.split(".")
+    target = event
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return event
+
+
+REFUSED = {
+    "no identifier": _with("customer", {"attributes": {"name": "Ann"}}),
+    "null identifiers only": _with("customer", {"customer_id": None, "email": None}),
+    "empty external ids": _with("customer", {"external_ids": {}}),
+    "event id not a UUID": _with("event_id", "not-a-uuid"),
+    "event id without hyphens": _with("event_id", "0b6f1e6e3c1a4b8e9a395b7f6f0f2a11"),
+    "e-mail without a domain": _with("customer.email", "ann@example"),
+    "e-mail with a space": _with("customer.email", "ann lee@example.com"),
+    "unit separator in an external id": _with("customer.external_ids", {"crm": "x\u001fy"}),
+    "NUL in the source": _with("source", "cr\u0000m"),
+    "NUL in complaint text": _with("payload.text", "Late\u0000"),
+    "vertical tab in complaint text": _with("payload.text", "Late\u000bagain"),
+    "line feed in an attribute": _with("customer.attributes", {"name": "Ann\nLee"}),
+    "blank source": _with("source", "   "),
+    "blank complaint text": _with("payload.text", "\u3000\u00a0 "),
+    "naive time": _with("occurred_at", "2024-05-01T10:00:00"),
+    "impossible hour": _with("occurred_at", "2024-05-01T24:00:00Z"),
+    "time out of range in UTC": _with("occurred_at", "0001-01-01T00:00:00+01:00"),
+    "unknown severity": _with("payload.severity", "urgent"),
+    "unknown field": _with("payload.colour", "red"),
+    "unknown type": _with("type", "fax"),
+    "wrong type": _with("payload.text", 42),
+    "bad channel": _with("channel", "Web Chat"),
+    "too many attributes": _with("customer.attributes", {f"a{i}": i for i in range(51)}),
+    "attribute integer beyond 64 bits": _with("customer.attributes", {"n": 2**64}),
+    "external id system with upper case": _with("customer.external_ids", {"CRM": "1"}),
+}
+ORDER = {**GOOD, "type": "order", "channel": "web", "payload": {
+    "order_id": "O-1", "amount": "10.50", "currency": "EUR",
+    "items": [{"sku": "A", "quantity": 1, "unit_price": "10.50"}]}}
+REFUSED_ORDERS = {
+    "negative amount": {"amount": "-1"},
+    "five decimal places": {"amount": "1.00001"},
+    "eleven digits": {"amount": "12345678901"},
+    "amount as a word": {"amount": "ten"},
+    "currency of four letters": {"currency": "EURO"},
+    "zero quantity": {"items": [{"sku": "A", "quantity": 0, "unit_price": "1"}]},
+    "NUL in the order id": {"order_id": "O-\u00001"},
+}
+
+
+def _refused_cases() -> list[Any]:
+    cases = [pytest.param("touchpoint.complaint.v1.json", event, id=label)
+             for label, event in REFUSED.items()]
+    cases += [pytest.param("touchpoint.order.v1.json",
+                           {**ORDER, "payload": {**ORDER["payload"], **change}}, id=label)
+              for label, change in REFUSED_ORDERS.items()]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "event"), _refused_cases())
+def test_what_the_doors_refuse_the_schemas_refuse(name: str, event: dict[str, Any]) -> None:
+    with pytest.raises(InvalidEvent):
+        parse_touchpoint(event)
+    for file in (name, "touchpoint.v1.json"):
+        assert not Draft202012Validator(schema(file)).is_valid(event), file
+
+
+@pytest.mark.parametrize("event", [GOOD, ORDER], ids=["complaint", "order"])
+def test_the_good_cases_pass_both(event: dict[str, Any]) -> None:
+    parse_touchpoint(event)
+    Draft202012Validator(schema("touchpoint.v1.json")).validate(event)
