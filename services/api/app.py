@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from services.api import customers, ops
+from services.api.openapi import with_components
 from services.config import Settings, get_settings
 from services.gateway import routes as gateway
 from services.gateway.limits import BodySizeLimit
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gateway.router)
     app.include_router(customers.router)
     app.include_router(ops.router)
+    app.openapi = with_components(app)  # type: ignore[method-assign]
     app.add_exception_handler(gateway.Rejected, gateway.rejected_handler)
 
     @app.exception_handler(HTTPException)

@@ -1,0 +1,43 @@
+"""The OpenAPI document, with every schema that a request body refers to under components.
+
+The doors' request bodies are the JSON Schemas of the event models (services/gateway/routes.py):
+pydantic writes their definitions beside them, under `$defs`, and points at them with
+`#/components/schemas/...`. FastAPI passes such bodies through as they are, so the definitions
+are moved to where the references point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+
+def with_components(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """A replacement for `app.openapi` that moves every `$defs` into components.schemas."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            _hoist(document["paths"], schemas)
+        return app.openapi_schema
+
+    return openapi
+
+
+def _hoist(node: Any, schemas: dict[str, Any]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _hoist(item, schemas)
+        return
+    if not isinstance(node, dict):
+        return
+    for name, definition in node.pop("$defs", {}).items():
+        if schemas.setdefault(name, definition) != definition:
+            raise ValueError(f"two different schemas are called {name!r}")
+        _hoist(definition, schemas)
+    for value in node.values():
+        _hoist(value, schemas)
