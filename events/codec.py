@@ -6,7 +6,8 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from events.envelope import PATTERN_REASONS, TouchpointEvent, normalise_uuid
+from events.envelope import TouchpointEvent
+from events.identifiers import PATTERN_REASONS, normalise_uuid
 from events.identity import identity_keys
 from events.strings import CONTROLS, control_reason
 from events.touchpoints import TOUCHPOINT_TYPES, Touchpoint

@@ -1,15 +1,11 @@
 """The envelope every touchpoint travels in: who (Customer), when, where from, what (payload)."""
 
 import math
-import re
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Annotated, Any, Final, Literal
 from uuid import uuid4
 
-import phonenumbers
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,53 +15,42 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 
-from events.strings import CONTROLS, LINE, SPACES, WHITESPACE, check_line, non_blank, text_field
+from events.identifiers import (
+    Email,
+    ExternalIds,
+    Phone,
+    UuidStr,
+    mapping_schema,
+    normalise_email,
+    normalise_phone,
+    normalise_uuid,
+)
+from events.strings import LINE, check_line, text_field
+
+__all__ = [  # the normal forms too: the API normalises its lookups with them
+    "ATTRIBUTE",
+    "MAX_FUTURE",
+    "SCHEMA_VERSION",
+    "Customer",
+    "Payload",
+    "TouchpointEvent",
+    "normalise_email",
+    "normalise_phone",
+    "normalise_uuid",
+]
 
 SCHEMA_VERSION: Final = 1
 MAX_FUTURE = timedelta(days=1)
-SYSTEM, ATTRIBUTE = r"^[a-z][a-z0-9_.-]{0,31}$", r"^[a-z][a-z0-9_]{0,63}$"
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-_ADDRESS = rf"[^@{CONTROLS}{SPACES}]"  # what the original `[^@\s]` meant, spelt out for every dialect
-EMAIL_PATTERN = rf"^{_ADDRESS}+@{_ADDRESS}+\.[^@.{CONTROLS}{SPACES}]+$"
-PHONE_SHAPE = r"^(\+|00)[0-9][0-9 ()./-]{3,31}$"
+ATTRIBUTE = r"^[a-z][a-z0-9_]{0,63}$"
+ATTRIBUTE_INTEGERS = (-(2**63), 2**64 - 1)
 # RFC 3339 with its offset; years 0002-9998, so that any offset converts to a UTC instant
 DATE_TIME = (
     r"^(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
     r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
     r"(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
-ATTRIBUTE_INTEGERS = (-(2**63), 2**64 - 1)
-PATTERN_REASONS = {UUID_PATTERN: "must be a UUID", EMAIL_PATTERN: "email must look like name@domain.tld"}
-_UUID, _EMAIL = re.compile(UUID_PATTERN), re.compile(EMAIL_PATTERN)
-
-
-def normalise_uuid(value: str) -> str:
-    if not _UUID.fullmatch(value):
-        raise ValueError("must be a UUID")
-    return value.lower()
-
-
-def normalise_email(value: str) -> str:
-    email = value.strip(WHITESPACE)
-    if len(email) > 254 or not _EMAIL.fullmatch(email):
-        raise ValueError("email must look like name@domain.tld")
-    return email.lower()
-
-
-@lru_cache(maxsize=2**16)  # parsing dominates validation cost; customers recur
-def normalise_phone(value: str) -> str:
-    raw = value.strip()
-    raw = "+" + raw[2:] if raw.startswith("00") else raw
-    if not raw.startswith("+"):
-        raise ValueError("phone must be in international format (+<country code>...)")
-    try:
-        number = phonenumbers.parse(raw, None)
-    except phonenumbers.NumberParseException:
-        raise ValueError("phone is not a phone number") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("phone is not a valid number for its country code")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _attribute(value: Any) -> Any:
@@ -81,55 +66,10 @@ def _attribute(value: Any) -> Any:
     return value
 
 
-def _mapping(keys: str, values: dict[str, Any], **extra: Any) -> WithJsonSchema:
-    schema = {"type": "object", "propertyNames": {"pattern": keys}, "additionalProperties": values}
-    return WithJsonSchema(schema | extra)
-
-
-UuidStr = Annotated[
-    str,
-    Field(pattern=UUID_PATTERN),
-    AfterValidator(str.lower),
-    WithJsonSchema({"type": "string", "format": "uuid", "pattern": UUID_PATTERN}),
-]
-Email = Annotated[
-    str,
-    Field(max_length=254, pattern=EMAIL_PATTERN),
-    AfterValidator(str.lower),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "format": "email",
-            "maxLength": 254,
-            "pattern": EMAIL_PATTERN,
-            "description": "Kept lower-cased.",
-        }
-    ),
-]
-Phone = Annotated[
-    str,
-    Field(pattern=LINE),
-    AfterValidator(normalise_phone),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": PHONE_SHAPE,
-            "description": "International format ('+' or '00', then the country code); must be "
-            "a valid number for its country code (libphonenumber decides: no JSON Schema can "
-            "say it). Kept in E.164.",
-        }
-    ),
-]
-ExternalIds = Annotated[
-    dict[Annotated[str, Field(pattern=SYSTEM)], Annotated[str, text_field(128, min_length=1)]],
-    _mapping(
-        SYSTEM, {"type": "string", "minLength": 1, "maxLength": 128, "pattern": non_blank(LINE)}
-    ),
-]
 Attributes = Annotated[
     dict[Annotated[str, Field(pattern=ATTRIBUTE)], Annotated[Any, PlainValidator(_attribute)]],
     Field(max_length=50),
-    _mapping(
+    mapping_schema(
         ATTRIBUTE,
         {
             "type": ["string", "number", "boolean", "null"],
@@ -144,10 +84,11 @@ Attributes = Annotated[
 Instant = Annotated[
     datetime, WithJsonSchema({"type": "string", "format": "date-time", "pattern": DATE_TIME})
 ]
-_IDENTIFIED = {  # at least one identifier; null does not count
+_IDENTIFIED: JsonDict = {  # at least one identifier; null does not count
     "anyOf": [
-        *({"required": [name], "properties": {name: {"type": "string"}}}
-          for name in ("customer_id", "email", "phone")),
+        {"required": ["customer_id"], "properties": {"customer_id": {"type": "string"}}},
+        {"required": ["email"], "properties": {"email": {"type": "string"}}},
+        {"required": ["phone"], "properties": {"phone": {"type": "string"}}},
         {"required": ["external_ids"], "properties": {"external_ids": {"minProperties": 1}}},
     ]
 }

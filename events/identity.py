@@ -5,10 +5,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from events.envelope import Customer, UuidStr
-from events.strings import CONTROLS, text_field
+from events.envelope import Customer
+from events.identifiers import UuidStr
+from events.strings import LINE, non_blank, text_field
 
-IdentityKey = Annotated[str, Field(pattern=rf"^(id|email|phone|ext):[^{CONTROLS}]+$")]
+IdentityKey = Annotated[str, Field(pattern=non_blank(LINE).replace("^", "^(id|email|phone|ext):", 1))]
 
 
 def identity_keys(customer: Customer | Mapping[str, Any]) -> list[str]:

@@ -19,11 +19,12 @@ def with_components(app: FastAPI) -> Callable[[], dict[str, Any]]:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = build()
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            _hoist(document["paths"], schemas)
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()  # kept by FastAPI as app.openapi_schema
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        _hoist(document["paths"], schemas)
+        return document
 
     return openapi
 

@@ -25,7 +25,8 @@ from events import (
     with_customer_id,
     with_recorded_at,
 )
-from events.envelope import ATTRIBUTE, SYSTEM
+from events.envelope import ATTRIBUTE
+from events.identifiers import SYSTEM
 
 EVENT_ID = "0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a11"
 PAYLOADS: dict[str, dict[str, Any]] = {

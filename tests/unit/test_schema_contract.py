@@ -21,7 +21,8 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 
 from events import CustomersLinked, InvalidEvent, parse_touchpoint
-from events.envelope import MAX_FUTURE, normalise_phone
+from events.envelope import MAX_FUTURE
+from events.identifiers import normalise_phone
 from events.schemas import SCHEMA_DIR
 
 TOUCHPOINT_FILES = sorted(p.name for p in SCHEMA_DIR.glob("touchpoint.*.json"))
