@@ -31,6 +31,7 @@ from events.strings import LINE, check_line, text_field
 
 __all__ = [  # the normal forms too: the API normalises its lookups with them
     "ATTRIBUTE",
+    "DATE_TIME",
     "MAX_FUTURE",
     "SCHEMA_VERSION",
     "Customer",
@@ -45,11 +46,17 @@ SCHEMA_VERSION: Final = 1
 MAX_FUTURE = timedelta(days=1)
 ATTRIBUTE = r"^[a-z][a-z0-9_]{0,63}$"
 ATTRIBUTE_INTEGERS = (-(2**63), 2**64 - 1)
-# RFC 3339 with its offset; years 0002-9998, so that any offset converts to a UTC instant
+# RFC 3339 with its offset, only real calendar days, no leap second; years 0002-9998, so that
+# any offset converts to a UTC instant
+_YEAR = r"(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+_LEAP_YEAR = r"([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = (
+    r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    r"|02-(0[1-9]|1[0-9]|2[0-8]))"
+)
 DATE_TIME = (
-    r"^(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
-    r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-    r"(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    rf"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+    r"[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 
 

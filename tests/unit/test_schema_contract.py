@@ -7,8 +7,10 @@ links, the survivor not among the merged ids). Any other refusal means the schem
 than the models keep. The other way round, events the doors refuse are refused by the schemas.
 """
 
+import calendar
 import json
 import os
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +23,7 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 
 from events import CustomersLinked, InvalidEvent, parse_touchpoint
-from events.envelope import MAX_FUTURE
+from events.envelope import DATE_TIME, MAX_FUTURE
 from events.identifiers import normalise_phone
 from events.schemas import SCHEMA_DIR
 
@@ -97,6 +99,19 @@ def test_every_identity_link_the_schema_allows_is_accepted() -> None:
     accepted()
 
 
+def test_the_time_pattern_allows_exactly_the_real_days() -> None:
+    pattern = re.compile(DATE_TIME)
+    for year in (2, 1900, 1999, 2000, 2023, 2024, 2100, 2400, 9998):
+        for month in range(13):
+            for day in range(33):
+                text = f"{year:04d}-{month:02d}-{day:02d}T00:00:00Z"
+                real = month and day and day <= calendar.monthrange(year, month)[1]
+                assert bool(pattern.fullmatch(text)) == bool(real), text
+    for text in ("0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z", "2024-05-01T24:00:00Z",
+                 "2024-05-01T10:00:60Z", "2024-05-01T10:00:00", "2024-05-01T10:00:00+24:00"):
+        assert not pattern.fullmatch(text), text
+
+
 GOOD = {
     "event_id": "0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a11",
     "type": "complaint",
@@ -136,6 +151,7 @@ REFUSED = {
     "blank complaint text": _with("payload.text", "\u3000\u00a0 "),
     "naive time": _with("occurred_at", "2024-05-01T10:00:00"),
     "impossible hour": _with("occurred_at", "2024-05-01T24:00:00Z"),
+    "29 February of a common year": _with("occurred_at", "2023-02-29T10:00:00Z"),
     "time out of range in UTC": _with("occurred_at", "0001-01-01T00:00:00+01:00"),
     "unknown severity": _with("payload.severity", "urgent"),
     "unknown field": _with("payload.colour", "red"),
