@@ -63,8 +63,10 @@ DATE_TIME = (
 def _attribute(value: Any) -> Any:
     if value is not None and not isinstance(value, str | int | float):  # bool is an int
         raise ValueError("attribute values must be a string, number, boolean or null")
-    if isinstance(value, str) and len(check_line(value)) > 1000:
+    if isinstance(value, str) and len(value) > 1000:
         raise ValueError("attribute strings must be at most 1000 characters")
+    if isinstance(value, str):
+        check_line(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("attribute numbers must be finite")
     low, high = ATTRIBUTE_INTEGERS
