@@ -13,14 +13,14 @@ from projections.contacts import fold as contacts
 from projections.contacts.store import DDL as CONTACTS_DDL
 from services.config import Settings
 from services.kafka import producer
-from services.wire import VALIDATED
+from services.wire import MARK, seal, signing_key
 
 
 async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
-                  headers: list[tuple[str, bytes]] | None = None) -> dict:
-    """Publish everything with the runtime's producer settings, marked as our doors mark records
-    (``headers``, default the VALIDATED mark); returns rate and end offsets."""
-    headers = [VALIDATED] if headers is None else headers
+                  sealed: bool = True) -> dict:
+    """Publish everything with the runtime's producer settings, sealed as our doors seal records
+    (when ``sealed`` and the settings have a signing key); returns rate and end offsets."""
+    mac = signing_key(settings.signing_key) if sealed else None
     prod = producer(settings, "touchstream-bench")
     await prod.start()
     ends: dict[int, int] = {}
@@ -28,7 +28,8 @@ async def produce(settings: Settings, topic: str, records: list[tuple[bytes, byt
         started = time.perf_counter()
         window = []
         for key, value in records:
-            window.append(await prod.send(topic, key=key, value=value, headers=headers))
+            window.append(await prod.send(topic, key=key, value=value,
+                                          headers=[(MARK, seal(value, mac))] if mac else []))
             if len(window) >= 20_000:
                 for meta in await asyncio.gather(*window):
                     ends[meta.partition] = max(ends.get(meta.partition, -1), meta.offset)

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(1000, ge=1)
     max_body_bytes: int = Field(5_000_000, ge=1024)
     produce_timeout_s: float = 10.0
+    # The secret our doors seal validated records with (services/wire.py); the identity stage
+    # validates in full every record without a seal it can verify. Empty: no seals. The
+    # embedded platform makes one under state_dir.
+    signing_key: str = Field("", repr=False)
 
     # Processors.
     consumer_group_prefix: str = "touchstream"

@@ -6,12 +6,12 @@ import asyncio
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 from crc32c import crc32c
 
 from services.config import Settings
-from services.metrics import DEAD_LETTERED
 from services.processors import dlq
 
 # (key, value) or (key, value, headers)
@@ -48,12 +48,15 @@ async def send_all(prod: AIOKafkaProducer, sends: Iterable) -> None:
         await asyncio.gather(*futures)
 
 
-async def dead_letter(prod: AIOKafkaProducer, settings: Settings, stage: str, record,
-                      errors: list[dict]) -> asyncio.Future:
-    DEAD_LETTERED.labels(stage).inc()
-    return await prod.send(
-        settings.dlq_topic, value=record.value if record.value is not None else b"", key=record.key,
-        headers=dlq.headers(stage, record.topic, record.partition, record.offset, errors))
+async def send_dead_letters(prod: AIOKafkaProducer, topic: str, stage: str, letters: Sequence,
+                            failed_at: datetime) -> list:
+    """Publish (record, ``dlq.Refused``) pairs to the DLQ topic; their acknowledgements, in order."""
+    futures = [await prod.send(topic, key=r.key,
+                               value=r.value if r.value is not None else b"",
+                               headers=dlq.headers(stage, r.topic, r.partition, r.offset, refused,
+                                                   failed_at))
+               for r, refused in letters]
+    return list(await asyncio.gather(*futures))
 
 
 def partition_for(key: bytes, partitions: int) -> int:

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 ACCEPTED = Counter("touchstream_events_accepted_total", "Events accepted by a door", ["door"])
 REJECTED = Counter("touchstream_events_rejected_total", "Events refused by a door", ["door", "reason"])
-DEAD_LETTERED = Counter("touchstream_events_dead_lettered_total", "Records sent to the DLQ",
+DEAD_LETTERED = Counter("touchstream_events_dead_lettered_total",
+                        "Records sent to the DLQ (invalid or poison)",
                         ["stage"])
 PROCESSED = Counter("touchstream_events_processed_total", "Records whose effects were committed",
                     ["processor"])
@@ -17,3 +18,9 @@ BATCH_SECONDS = Histogram("touchstream_batch_seconds", "Time to process and comm
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 LAG = Gauge("touchstream_consumer_lag", "High watermark minus position (from fetch responses)",
             ["processor", "partition"], multiprocess_mode="livemax")
+QUARANTINED = Counter("touchstream_records_quarantined_total",
+                      "Records a stage's write path failed on alone, sent to the DLQ (poison)",
+                      ["stage"])
+RESEEKS = Counter("touchstream_reseeks_total",
+                  "Times a processor went back to its tracked positions (a batch out of place, "
+                  "a failed assignment, an unexpected failure)", ["processor"])

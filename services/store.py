@@ -82,13 +82,21 @@ async def lock_positions(conn: psycopg.AsyncConnection, processor: str, topic: s
     return dict(await cur.fetchall())
 
 
+class PositionConflict(RuntimeError):
+    """A commit would have moved a tracked position backwards, or not at all."""
+
+
 async def save_positions(conn: psycopg.AsyncConnection, processor: str, topic: str,
                          offsets: dict[int, int]) -> None:
-    await conn.execute(
+    """Move the tracked positions of ``offsets``' partitions forward to them; raise
+    ``PositionConflict`` (the caller's transaction must roll back) if any would not move forward."""
+    cur = await conn.execute(
         'UPDATE ts_tracking t SET "offset" = v.o, updated_at = now() '
         "FROM unnest(%s::int[], %s::bigint[]) AS v(p, o) "
-        "WHERE t.processor = %s AND t.topic = %s AND t.partition = v.p",
+        'WHERE t.processor = %s AND t.topic = %s AND t.partition = v.p AND t."offset" < v.o',
         (list(offsets), list(offsets.values()), processor, topic))
+    if cur.rowcount != len(offsets):
+        raise PositionConflict(f"{processor}: positions {offsets} of {topic} would not move forward")
 
 
 async def read_positions(conn: psycopg.AsyncConnection, processor: str, topic: str) -> dict[int, int]:

@@ -60,6 +60,7 @@ def make_settings(servers: dict, state_dir: Path) -> Settings:
         topic_prefix=f"t{tag}.",
         consumer_group_prefix=f"g{tag}",
         batch_timeout_ms=50,
+        signing_key=f"test-{tag}",
     )
     ensure_topics(s)
     migrate(s.database_url)

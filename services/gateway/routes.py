@@ -21,7 +21,7 @@ from events import (
 from services.config import Settings
 from services.kafka import send_grouped
 from services.metrics import ACCEPTED, REJECTED
-from services.wire import raw_record
+from services.wire import raw_record, signing_key
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
 _SCHEMA = TypeAdapter(Touchpoint).json_schema(ref_template="#/components/schemas/{model}")
@@ -61,7 +61,8 @@ async def _publish(producer: AIOKafkaProducer, settings: Settings, events: list[
 
     One event goes through the client's per-record path, where concurrent requests share record
     batches; a batch of events goes as one record batch per partition."""
-    records = [raw_record(e) for e in events]
+    key = signing_key(settings.signing_key)
+    records = [raw_record(e, key) for e in events]
     timeout = settings.produce_timeout_s
     if len(records) == 1:
         try:

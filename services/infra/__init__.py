@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from services.config import Settings
 from services.infra.broker import EmbeddedBroker
@@ -38,6 +40,8 @@ class Infra:
         if not s.database_url:
             self.database = EmbeddedDatabase(s.state_dir).start()
             updates["database_url"] = self.database.url
+        if not s.signing_key:
+            updates["signing_key"] = local_secret(Path(s.state_dir, "signing.key"))
         self.settings = s.model_copy(update=updates)
         ensure_topics(self.settings)
         from services.store import forget_positions, migrate
@@ -54,7 +58,8 @@ class Infra:
         """Environment for child processes: they use what we started and start nothing."""
         return {**os.environ,
                 "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap_servers,
-                "DATABASE_URL": self.settings.database_url}
+                "DATABASE_URL": self.settings.database_url,
+                "SIGNING_KEY": self.settings.signing_key}
 
     def stop(self) -> None:
         if self.broker:
@@ -63,6 +68,16 @@ class Infra:
         if self.database:
             self.database.stop()
             self.database = None
+
+
+def local_secret(path: Path) -> str:
+    """The secret kept in ``path`` (readable by its owner only), made on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 @contextmanager

@@ -1,9 +1,9 @@
 """The worker: a faust-streaming application hosting Touchstream's processors.
 
-The high-volume stages (identity, projections) are batch processors (``mode`` services that own
-an aiokafka consumer and hand whole batches to the folds); faust's per-event stream path would cap
-them near 16k events/s. Low-volume streams use faust agents: the dead-letter agent below keeps
-the ``dead_letters`` read model that ops query.
+The stages (identity, projections) are batch processors (``mode`` services that own an aiokafka
+consumer and hand whole batches to the folds): faust's per-event stream path costs more than the
+folds themselves (BENCHMARKS.md). Dead letters are written by the runtime, in the transaction
+that moves a stage past them. faust hosts the services and runs the worker's lifecycle.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import logging
 from pathlib import Path
 
 import faust
-import psycopg
-from psycopg.types.json import Jsonb
+from faust.app.base import BootStrategy
 
 from services.config import Settings
-from services.processors import dlq
 from services.processors.identity import IdentityStage
 from services.processors.projector import ProjectionStage
 from services.processors.runtime import BatchProcessor
@@ -26,10 +24,21 @@ STAGES = {"identity": IdentityStage, "projections": ProjectionStage}
 log = logging.getLogger(__name__)
 
 
+class StagesOnly(BootStrategy):
+    """Each stage owns its consumer and producer: faust's own Kafka clients stay off (with no
+    agent, its consumer would have nothing to subscribe to)."""
+
+    enable_kafka = False
+
+
+class WorkerApp(faust.App):
+    BootStrategy = StagesOnly
+
+
 def build_app(settings: Settings, stages: list[str] | None = None) -> faust.App:
     datadir = Path(settings.state_dir, "faust").resolve()
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
-    app = faust.App(
+    app = WorkerApp(
         settings.group("workers"),
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
@@ -44,23 +53,6 @@ def build_app(settings: Settings, stages: list[str] | None = None) -> faust.App:
     )
     for name in stages or list(STAGES):
         app.service(BatchProcessor(settings, STAGES[name](settings)))
-    dead_letters = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw")
-
-    @app.agent(dead_letters, name="dead-letters")
-    async def keep_dead_letters(stream):  # pragma: no cover - exercised through the worker
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as conn:
-            async for event in stream.events():
-                msg = event.message
-                meta = dlq.parse_headers(msg.headers or [])
-                await conn.execute(
-                    "INSERT INTO dead_letters VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    (meta["source_topic"], meta["source_partition"], meta["source_offset"],
-                     meta["stage"], meta["error"], Jsonb(meta["errors"]),
-                     event.value or b"", meta["failed_at"], msg.partition, msg.offset))
-
     return app
 
 

@@ -1,8 +1,8 @@
 """Identity stage: touchpoints.raw -> validate -> resolve customer -> touchpoints (keyed by customer).
 
-Records marked by our own doors (already validated, see services/wire.py) are read as the
-normalised JSON they are; every other record is validated in full. Bad records go to the DLQ
-with the reason. Resolved events are acknowledged by the broker before
+Records sealed by our own doors (already validated, see services/wire.py) are read as the
+normalised JSON they are; every other record is validated in full. Bad records are refused: the
+runtime keeps them as dead letters with the reason. Resolved events are acknowledged by the broker before
 the batch's tracking commits, so a crash can only re-publish (projections de-duplicate by
 event_id), never lose. New customer ids are derived from identifiers, so a replay of the raw log
 gives the same ids.
@@ -22,8 +22,9 @@ from events import TOUCHPOINT_TYPES, InvalidEvent, identity_keys, parse_touchpoi
 from projections.identity import store
 from projections.identity.resolve import NAMESPACE, Link, resolve
 from services.config import Settings
-from services.kafka import dead_letter, producer, send_all, send_keyed
-from services.wire import is_validated
+from services.kafka import send_keyed
+from services.processors.dlq import Refused
+from services.wire import is_sealed, signing_key
 
 
 def utc_text(when: datetime) -> str:
@@ -31,11 +32,12 @@ def utc_text(when: datetime) -> str:
     return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def read(record: ConsumerRecord, now: str) -> dict[str, Any]:
-    """The normalised JSON form of a raw touchpoint, times in the log's format.
+def read(record: ConsumerRecord, now: str, key: bytes | None = None) -> dict[str, Any]:
+    """The normalised JSON form of a raw touchpoint, times in the log's format. A record sealed
+    with ``key`` is what our doors wrote after validating it; any other is validated here.
 
     Raises InvalidEvent for a bad record."""
-    if is_validated(record.headers):
+    if is_sealed(record.headers, record.value, key):
         try:
             return _with_log_times(orjson.loads(record.value), now)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
@@ -89,32 +91,30 @@ class IdentityStage:
         self.settings = settings
         self.topic = settings.raw_topic
         self._producer = None
+        self._key = signing_key(settings.signing_key)
 
-    async def start(self) -> None:
-        self._producer = producer(self.settings, "touchstream-identity")
-        await self._producer.start()
+    async def start(self, producer) -> None:
+        self._producer = producer
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        """The producer belongs to the runtime."""
 
     def forget(self) -> None:
         """Nothing is cached between batches: the graph is shared by every identity worker."""
 
-    def prepare(self, records: list[ConsumerRecord]) -> list[dict[str, Any] | InvalidEvent]:
+    def prepare(self, records: list[ConsumerRecord]) -> list[dict[str, Any] | Refused]:
         now = utc_text(datetime.now(UTC))
-        out: list[dict[str, Any] | InvalidEvent] = []
+        out: list[dict[str, Any] | Refused] = []
         for r in records:
             try:
-                out.append(read(r, now))
+                out.append(read(r, now, self._key))
             except InvalidEvent as exc:
-                out.append(exc)
+                out.append(Refused(exc.errors))
         return out
 
     async def handle(self, conn: psycopg.AsyncConnection,
-                     items: list[tuple[ConsumerRecord, dict[str, Any] | InvalidEvent]]) -> None:
-        good = [doc for _, doc in items if not isinstance(doc, InvalidEvent)]
-        sends = [dead_letter(self._producer, self.settings, self.name, r, doc.errors)
-                 for r, doc in items if isinstance(doc, InvalidEvent)]
+                     items: list[tuple[ConsumerRecord, dict[str, Any]]]) -> None:
+        good = [doc for _, doc in items]
         batch = [(doc["event_id"], identity_keys(doc["customer"])) for doc in good]
         await store.lock_graph(conn)
         known = await store.known(conn, sorted({k for _, keys in batch for k in keys}))
@@ -127,4 +127,3 @@ class IdentityStage:
         out += [(link.survivor.encode(), link_record(link, when[link.event_id], now)[1])
                 for link in res.links]
         await send_keyed(self._producer, self.settings.log_topic, out)
-        await send_all(self._producer, sends)

@@ -26,8 +26,8 @@ from projections.profile import fold as profile
 from projections.profile import store as profile_store
 from services import store
 from services.config import Settings
-from services.kafka import dead_letter, producer, send_all
 from services.metrics import DUPLICATES
+from services.processors.dlq import Refused
 
 NOT_TOUCHPOINTS = {"customers_linked"}  # identity events: read models follow the graph instead
 FOLD_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
@@ -39,49 +39,41 @@ class ProjectionStage:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.topic = settings.log_topic
-        self._producer = None
         self._profiles = ProfileCache(settings.profile_cache_size)
 
     def forget(self) -> None:
         self._profiles.clear()
 
-    async def start(self) -> None:
-        self._producer = producer(self.settings, "touchstream-projections")
-        await self._producer.start()
+    async def start(self, producer) -> None:
+        """Nothing to start: dead letters are the runtime's."""
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        """Nothing to stop."""
 
     def prepare(self, records: list[ConsumerRecord]) -> list[Any]:
         """Per record (while the previous batch commits): its ``Prepared`` form, None for an
-        identity event, or the error that makes it unreadable."""
+        identity event, or why it cannot be projected (``Refused``)."""
         out: list[Any] = []
         for r in records:
             try:
                 event = orjson.loads(r.value)
-                out.append(None if event["type"] in NOT_TOUCHPOINTS
-                           else prepared(event, r.partition, r.offset))
+                if event["type"] in NOT_TOUCHPOINTS:
+                    out.append(None)
+                    continue
+                item = prepared(event, r.partition, r.offset)
+                out.append(Refused.because(f"cannot fold: {item.touch!r}", "poison")
+                           if isinstance(item.touch, Exception) else item)
             except (orjson.JSONDecodeError, *FOLD_ERRORS) as exc:
-                out.append(exc)
+                out.append(Refused.because(f"unreadable record: {exc!r}", "poison"))
         return out
 
     async def handle(self, conn: psycopg.AsyncConnection,
                      items: list[tuple[ConsumerRecord, Any]]) -> Callable[[], None]:
         events: dict[str, Prepared] = {}
-        records: dict[str, ConsumerRecord] = {}
-        dead = []
-        for r, item in items:
-            if isinstance(item, BaseException):
-                dead.append((r, [{"field": None, "reason": f"unreadable record: {item!r}"}]))
-            elif item is not None and item.event["event_id"] not in events:
-                events[item.event["event_id"]], records[item.event["event_id"]] = item, r
-
-        def unfoldable(event_id: str, exc: Exception) -> None:
-            dead.append((records[event_id], [{"field": None, "reason": f"cannot fold: {exc!r}"}]))
-
-        saved = await project(conn, self.name, events, unfoldable, self._profiles)
-        await send_all(self._producer, [dead_letter(self._producer, self.settings, self.name, r, e)
-                                        for r, e in dead])
+        for _, item in items:
+            if item is not None and item.event["event_id"] not in events:
+                events[item.event["event_id"]] = item
+        saved = await project(conn, self.name, events, self._profiles)
         return lambda: self._profiles.put(saved)
 
 
@@ -137,14 +129,13 @@ class ProfileCache:
 
 
 async def project(conn: psycopg.AsyncConnection, processor: str, events: dict[str, Prepared],
-                  unfoldable: Callable[[str, Exception], None] | None = None,
                   cache: ProfileCache | None = None) -> dict[str, str]:
     """Write a batch of prepared touchpoints (by event id) to the profile and the contact history,
     skipping event ids already processed, in the caller's transaction. Returns the profiles'
     state documents as written.
 
-    An event the fold cannot read is reported to ``unfoldable`` and left out (without one, the
-    error propagates). Profiles held in ``cache`` are not read back from the database."""
+    An event the fold cannot read raises (its reading is the error). Profiles held in ``cache``
+    are not read back from the database."""
     new = await store.first_seen(conn, processor, list(events)) if events else set()
     DUPLICATES.labels(processor).inc(len(events) - len(new))
     fresh: list[Prepared] = []
@@ -152,11 +143,8 @@ async def project(conn: psycopg.AsyncConnection, processor: str, events: dict[st
         if event_id in new:
             item = events[event_id]
             if isinstance(item.touch, Exception):
-                if unfoldable is None:
-                    raise item.touch
-                unfoldable(event_id, item.touch)
-            else:
-                fresh.append(item)
+                raise item.touch
+            fresh.append(item)
     await contacts_store.write_lines(conn, [item.contact for item in fresh])
     touches = [item.touch for item in fresh]
     customers = list(dict.fromkeys(t[0] for t in touches))

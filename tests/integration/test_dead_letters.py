@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from services.processors.dlq import parse_headers
-from services.wire import VALIDATED
+from services.wire import MARK
 from tests.conftest import eventually
 from tests.integration.pipeline import count, running_stages, touchpoint
 
@@ -47,8 +47,8 @@ async def test_malformed_records_are_dead_lettered_and_good_ones_processed(setti
     for value in (orjson.dumps(good[0]), bad[0], bad[1], orjson.dumps(good[1]), bad[2], bad[3],
                   orjson.dumps(good[2])):
         producer.send(settings.raw_topic, key=key, value=value)
-    # The mark of our own doors does not let a bad record through: it is validated in full.
-    producer.send(settings.raw_topic, key=key, value=bad[1], headers=[VALIDATED])
+    # A seal that does not verify does not let a bad record through: it is validated in full.
+    producer.send(settings.raw_topic, key=key, value=bad[1], headers=[(MARK, b"touchpoint/1;00")])
     bad.append(bad[1])
     producer.flush()
     producer.close()

@@ -10,7 +10,7 @@ import pytest
 from services.infra.broker import EmbeddedBroker
 from services.infra.topics import ensure_topics
 from services.kafka import partition_for
-from services.wire import is_validated
+from services.wire import is_sealed, signing_key
 from tests.conftest import eventually
 from tests.integration.pipeline import api_client, count, read_topic, running_stages, touchpoint
 
@@ -146,7 +146,7 @@ async def test_batch_records_land_where_single_records_do(settings):
     assert {r.key for r in records} == {e.encode() for e in emails}  # keyed by the identifier
     for r in records:
         assert r.partition == partition_for(r.key, settings.partitions)
-        assert is_validated(r.headers)
+        assert is_sealed(r.headers, r.value, signing_key(settings.signing_key))
     assert {orjson.loads(r.value)["event_id"] for r in records} == {
         single.json()["accepted"][0], *batch.json()["accepted"]}
     by_key = {}

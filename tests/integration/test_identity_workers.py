@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from services.kafka import producer as kafka_producer
 from services.processors.identity import IdentityStage
 from tests.integration.pipeline import read_topic, touchpoint
 
@@ -18,8 +19,10 @@ pytestmark = pytest.mark.integration
 async def test_a_link_by_one_worker_holds_for_another(settings):
     email, phone = f"c.{uuid.uuid4().hex[:6]}@example.com", "+442079460777"
     first, second = IdentityStage(settings), IdentityStage(settings)
-    await first.start()
-    await second.start()
+    producer = kafka_producer(settings, "test")
+    await producer.start()
+    await first.start(producer)
+    await second.start(producer)
     try:
         before = [touchpoint("call", email=email), touchpoint("call", phone=phone)]
         await _batch(settings, first, before)
@@ -27,8 +30,7 @@ async def test_a_link_by_one_worker_holds_for_another(settings):
         late = [touchpoint("email", email=email), touchpoint("email", phone=phone)]
         await _batch(settings, first, late)
     finally:
-        await first.stop()
-        await second.stop()
+        await producer.stop()
     log = {e["event_id"]: e for e in await _log(settings, 6)}  # 5 touchpoints and the link
     link = next(e["payload"] for e in log.values() if e["type"] == "customers_linked")
     survivor, merged = link["customer_id"], link["merged_ids"][0]

@@ -33,14 +33,14 @@ def _event_id(offset: int) -> str:
 
 
 async def _batch(worker: BatchProcessor, records: list[ConsumerRecord]) -> None:
-    await worker.process(records, worker.handler.prepare(records))
+    await worker.process(list(zip(records, worker.handler.prepare(records), strict=True)))
 
 
 async def test_workers_taking_turns_on_a_partition_build_on_each_other(settings) -> None:
     a = BatchProcessor(settings, ProjectionStage(settings))
     b = BatchProcessor(settings, ProjectionStage(settings))
-    await a.handler.start()
-    await b.handler.start()
+    await a.start_handler()
+    await b.start_handler()
     try:
         await _batch(a, _records(settings, 0, 3))   # a holds the partition, caches ANN at 3
         await _batch(b, _records(settings, 3, 4))   # a rebalance: b reads ANN back, writes 7
@@ -48,9 +48,7 @@ async def test_workers_taking_turns_on_a_partition_build_on_each_other(settings)
         await _batch(a, _records(settings, 5, 9))   # a redelivery overlapping both: 12..13 are new
     finally:
         for w in (a, b):
-            await w.handler.stop()
-            if w._conn is not None:
-                await w._conn.close()
+            await w.stop_handler()
     profile = (await rows(settings, "SELECT events_count AS n FROM profiles"))[0]
     assert profile["n"] == 14
     assert len(a.handler._profiles) == 1
