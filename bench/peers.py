@@ -29,6 +29,7 @@ import psycopg
 
 from bench import importable
 from bench.env import BenchEnv, cpu_seconds
+from projections import REGISTRY
 from services.config import Settings
 from services.processors import projector
 from services.processors.projector import NOT_TOUCHPOINTS
@@ -37,15 +38,16 @@ PEERS = {"faust": "bench.peer_faust", "quixstreams": "bench.peer_quix"}
 POLL_S = 0.25
 
 
+_PROJECTIONS = [cls() for cls in REGISTRY]  # no profile cache: each batch reads its profiles back
+
+
 async def project(conn: psycopg.AsyncConnection, processor: str,
                   records: Iterable[tuple[dict[str, Any], int, int]]) -> None:
     """One batch of decoded (event, partition, offset), in the caller's transaction: our
-    projection stage's own write path (``projector.project``)."""
-    events: dict[str, projector.Prepared] = {}
-    for event, partition, offset in records:
-        if event["type"] not in NOT_TOUCHPOINTS and event["event_id"] not in events:
-            events[event["event_id"]] = projector.prepared(event, partition, offset)
-    await projector.project(conn, processor, events)
+    projection stage's own write path (``projector.project``) over every registered projection."""
+    batch = [projector.read(_PROJECTIONS, event, partition, offset)
+             for event, partition, offset in records if event["type"] not in NOT_TOUCHPOINTS]
+    await projector.project(conn, processor, _PROJECTIONS, batch)
 
 
 def run_peer(env: BenchEnv, kind: str, log_topic_settings: Settings, expected: int) -> dict:

@@ -1,0 +1,22 @@
+"""Read models folded from the log of record, registered here once.
+
+The projection stage, table setup, readiness and the benchmark peers all take this list; adding
+a projection is a package beside these (``base.Projection``: name, tables, pure ``read``,
+``write``) and one line below. Order matters only for table setup: a view may read the tables
+of projections before it.
+"""
+
+from __future__ import annotations
+
+from projections.base import Projection
+from projections.contacts import Contacts
+from projections.orders import Orders
+from projections.profile import Profiles
+
+REGISTRY: tuple[type[Projection], ...] = (
+    Contacts,
+    Orders,
+    Profiles,
+)
+
+__all__ = ["REGISTRY", "Projection"]

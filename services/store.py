@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.types.json import set_json_dumps, set_json_loads
 
+from projections import REGISTRY, Projection
 from projections.sql import UNPACK, pack
 
 # orjson for every json/jsonb value: the stdlib encoder was a tenth of the projection stage.
@@ -38,22 +42,29 @@ CREATE TABLE IF NOT EXISTS ts_processed_events (
 _MIGRATION_LOCK = 7_201_501
 
 
-def all_ddl() -> list[str]:
-    from projections.contacts.store import DDL as CONTACTS
+def create_tables(conn: psycopg.Connection, schema: str = "public",
+                  registry: Sequence[type[Projection]] = REGISTRY) -> None:
+    """The tables of the registered projections, in ``schema`` (made if missing)."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    conn.execute("SELECT set_config('search_path', %s, false)", (f'"{schema}", public',))
+    try:
+        for projection in registry:
+            conn.execute(projection.ddl)
+    finally:
+        conn.execute("RESET search_path")
+
+
+def migrate(url: str, schema: str = "public") -> None:
+    """Create every table once; safe when several processes start at the same time."""
     from projections.identity.store import DDL as IDENTITY
-    from projections.profile.store import DDL as PROFILE
     from services.processors.dlq import DDL as DEAD_LETTERS
 
-    return [RUNTIME_DDL, IDENTITY, PROFILE, CONTACTS, DEAD_LETTERS]
-
-
-def migrate(url: str) -> None:
-    """Create every table once; safe when several processes start at the same time."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
-            for ddl in all_ddl():
+            for ddl in (RUNTIME_DDL, IDENTITY, DEAD_LETTERS):
                 conn.execute(ddl)
+            create_tables(conn, schema)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
 

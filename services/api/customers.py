@@ -13,6 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 from events.envelope import normalise_email, normalise_phone, normalise_uuid
 from projections.contacts import store as contacts
 from projections.identity import store as identity
+from projections.orders import fold as ledger
+from projections.orders import store as orders
 from projections.profile import fold
 from projections.profile import store as profiles
 
@@ -28,26 +30,26 @@ async def connection(request: Request):
 Conn = Annotated[AsyncConnection, Depends(connection)]
 
 
-def present(p: fold.Profile, root: str, members: list[str]) -> dict[str, Any]:
-    ext: dict[str, list[str]] = {}
-    for system, value in sorted(p.external_ids):
-        ext.setdefault(system, []).append(value)
+def present(state: dict[str, Any], root: str, members: list[str],
+            orders: dict[str, Any]) -> dict[str, Any]:
+    """A profile state document (``fold.merge`` of the cluster's) and the order ledger's summary,
+    as the API shows them."""
     return {
         "customer_id": root,
         "merged_ids": [m for m in members if m != root],
-        "identifiers": {"emails": sorted(p.emails), "phones": sorted(p.phones), "external_ids": ext},
-        "attributes": {k: v for k, (_, v) in sorted(p.attributes.items())},
-        "first_seen": p.first_seen,
-        "last_seen": p.last_seen,
-        "events_count": p.events_count,
-        "counts": {"by_channel": dict(sorted(p.by_channel.items())),
-                   "by_type": dict(sorted(p.by_type.items()))},
-        "orders": {"count": p.orders_count,
-                   "spend": {c: str(a) for c, a in sorted(p.spend.items())}},
-        "complaints": {"open": p.open_complaints,
-                       "all": {k: {"status": s, "occurred_at": st[0]}
-                               for k, (st, s) in sorted(p.complaints.items())}},
-        "last_contact": p.last_contact[1] if p.last_contact else None,
+        "identifiers": {"emails": state["emails"], "phones": state["phones"],
+                        "external_ids": dict(sorted(state["external_ids"].items()))},
+        "attributes": {k: v[2] for k, v in sorted(state["attributes"].items())},
+        "first_seen": state["first_seen"],
+        "last_seen": state["last_seen"],
+        "events_count": state["events_count"],
+        "counts": {"by_channel": dict(sorted(state["by_channel"].items())),
+                   "by_type": dict(sorted(state["by_type"].items()))},
+        "orders": orders,
+        "complaints": {"open": fold.open_complaints(state),
+                       "all": {k: {"status": c[2], "occurred_at": c[0]}
+                               for k, c in sorted(state["complaints"].items())}},
+        "last_contact": state["last_contact"],
     }
 
 
@@ -70,13 +72,13 @@ async def _cluster(conn: AsyncConnection, customer_id: str) -> tuple[str, list[s
 async def profile_of(conn: AsyncConnection, customer_id: str) -> dict[str, Any] | None:
     """The merged profile of a customer's identity cluster; 404 for an unknown customer."""
     found = await _found(conn, customer_id, profiles.load_cluster)
-    root, members, rows = found
-    if not rows:
+    root, members, states = found
+    if not states:
         return None
-    merged = fold.empty(root)
-    for p in rows.values():
-        merged = fold.merge(merged, p, root)
-    return present(merged, root, members)
+    merged = fold.new_state()
+    for state in states.values():
+        merged = fold.merge(merged, state)
+    return present(merged, root, members, ledger.summary(await orders.of_customers(conn, members)))
 
 
 @router.get("/{customer_id}")

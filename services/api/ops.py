@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from services import store
+from services.processors.stages import STAGES
 
 router = APIRouter(tags=["ops"])
-EXPECTED_PROCESSORS = ("identity", "projections")
 
 
 @router.get("/healthz")
@@ -32,7 +32,7 @@ async def readyz(request: Request) -> JSONResponse:
             held = await store.assigned_partitions(conn)
         checks["database"] = "ok"
         wanted = set(range(state.settings.partitions))
-        for name in EXPECTED_PROCESSORS:
+        for name in STAGES:
             missing = wanted - held.get(name, set())
             checks[f"processor:{name}"] = "ok" if not missing else f"unassigned partitions {sorted(missing)}"
     except Exception as exc:  # noqa: BLE001

@@ -16,11 +16,9 @@ import faust
 from faust.app.base import BootStrategy
 
 from services.config import Settings
-from services.processors.identity import IdentityStage
-from services.processors.projector import ProjectionStage
 from services.processors.runtime import BatchProcessor
+from services.processors.stages import STAGES
 
-STAGES = {"identity": IdentityStage, "projections": ProjectionStage}
 log = logging.getLogger(__name__)
 
 

@@ -29,7 +29,8 @@ async def test_http_and_sdk_events_reach_profile_and_timeline(settings):
                                    items=[]))
         profile = await eventually(lambda: _has_events(client, email, 2))
         assert profile["counts"]["by_type"] == {"call": 1, "order": 1}
-        assert profile["orders"] == {"count": 1, "spend": {"EUR": "25.50"}}
+        assert profile["orders"] == {"count": 1, "cancelled": 0, "refunded": 0,
+                                     "spend": {"EUR": "25.50"}}
         assert profile["identifiers"]["phones"] == ["+442079460958"]
         timeline = (await client.get(f"/v1/customers/{profile['customer_id']}/timeline")).json()
         assert [i["type"] for i in timeline["items"]] == ["order", "call"] or \
@@ -55,7 +56,8 @@ async def test_same_event_id_twice_counts_once(settings):
         assert (await client.post("/v1/touchpoints", json=sentinel)).status_code == 202
         profile = await eventually(lambda: _has_events(client, email, 2))
         assert profile["events_count"] == 2
-        assert profile["orders"] == {"count": 1, "spend": {"EUR": "40.00"}}
+        assert profile["orders"] == {"count": 1, "cancelled": 0, "refunded": 0,
+                                     "spend": {"EUR": "40.00"}}
     assert await count(settings, "SELECT count(*) AS n FROM contacts WHERE event_id = %s",
                        twice["event_id"]) == 1
 

@@ -22,15 +22,19 @@ pytestmark = pytest.mark.integration
 
 
 async def _written(database_url: str) -> dict[str, list]:
-    """Contact rows as stored, and the profiles as our store reads them back."""
+    """Contact rows as stored, the profiles as our store reads them back, and the order ledger."""
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute("SELECT * FROM contacts ORDER BY event_id")
             contacts = await cur.fetchall()
         ids = [r[0] for r in await (await conn.execute(
             "SELECT customer_id::text FROM profiles ORDER BY customer_id")).fetchall()]
-        profiles = await profile_store.load(conn, ids)
-    return {"contacts": contacts, "profiles": [profiles[c] for c in ids]}
+        profiles = await profile_store.load_states(conn, ids)
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT customer_id, order_id, status, amount, currency, occurred_at, "
+                              "event_id, placed_at FROM orders ORDER BY customer_id, order_id")
+            orders = await cur.fetchall()
+    return {"contacts": contacts, "profiles": [profiles[c] for c in ids], "orders": orders}
 
 
 @pytest.fixture(scope="module")

@@ -51,4 +51,5 @@ async def test_workers_taking_turns_on_a_partition_build_on_each_other(settings)
             await w.stop_handler()
     profile = (await rows(settings, "SELECT events_count AS n FROM profiles"))[0]
     assert profile["n"] == 14
-    assert len(a.handler._profiles) == 1
+    (profiles,) = [p for p in a.handler.projections if p.name == "profile"]
+    assert len(profiles.cache) == 1
