@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     profile_cache_size: int = Field(100_000, ge=0)
     # The schema the projections' tables live in (a rebuild can fill another one).
     projection_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # How long the change feed (ts_changes) keeps what each batch changed.
+    changes_retention_hours: float = Field(24.0, gt=0)
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # A positive value makes workers yield the CPU to the API on a shared machine. 0 by default:

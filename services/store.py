@@ -57,12 +57,13 @@ def create_tables(conn: psycopg.Connection, schema: str = "public",
 def migrate(url: str, schema: str = "public") -> None:
     """Create every table once; safe when several processes start at the same time."""
     from projections.identity.store import DDL as IDENTITY
+    from services.changes import DDL as CHANGES
     from services.processors.dlq import DDL as DEAD_LETTERS
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
-            for ddl in (RUNTIME_DDL, IDENTITY, DEAD_LETTERS):
+            for ddl in (RUNTIME_DDL, IDENTITY, DEAD_LETTERS, CHANGES):
                 conn.execute(ddl)
             create_tables(conn, schema)
         finally:

@@ -7,6 +7,7 @@ Event ids are de-duplicated once for the stage, so an event sent twice is projec
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -15,11 +16,12 @@ import psycopg
 from aiokafka.structs import ConsumerRecord
 
 from projections import REGISTRY, Projection
-from services import store
+from services import changes, store
 from services.config import Settings
 from services.metrics import DUPLICATES
 from services.processors.dlq import Refused
 
+PRUNE_EVERY_S = 600
 NOT_TOUCHPOINTS = {"customers_linked"}  # identity events: read models follow the graph instead
 
 
@@ -27,22 +29,25 @@ class Reading(NamedTuple):
     """One touchpoint as every projection reads it (``None``: nothing for that projection)."""
 
     event_id: str
+    customer_id: str
     readings: tuple[Any, ...]
 
 
 def read(projections: Sequence[Projection], event: dict[str, Any], partition: int,
          offset: int) -> Reading:
     """Raises for an event some projection cannot read."""
-    event_id = event["event_id"]
-    if type(event_id) is not str:
-        raise TypeError("event_id must be a string")
-    return Reading(event_id, tuple(p.read(event, partition, offset) for p in projections))
+    event_id, customer_id = event["event_id"], event["customer"]["customer_id"]
+    if type(event_id) is not str or type(customer_id) is not str:
+        raise TypeError("event_id and customer_id must be strings")
+    return Reading(event_id, customer_id,
+                   tuple(p.read(event, partition, offset) for p in projections))
 
 
 async def project(conn: psycopg.AsyncConnection, processor: str,
                   projections: Sequence[Projection], batch: list[Reading]) -> Callable[[], None]:
     """Write a batch of readings to every projection in the caller's transaction, skipping event
-    ids already processed; a callback to run once the transaction has committed."""
+    ids already processed, and what each changed to the change feed (``services.changes``); a
+    callback to run once the transaction has committed."""
     unique: dict[str, Reading] = {}
     for r in batch:
         unique.setdefault(r.event_id, r)  # the first of an id wins, as across batches
@@ -50,11 +55,16 @@ async def project(conn: psycopg.AsyncConnection, processor: str,
     DUPLICATES.labels(processor).inc(len(batch) - len(new))
     fresh = [r for event_id, r in unique.items() if event_id in new]
     callbacks: list[Callable[[], None]] = []
+    applied: dict[str, int] = {}
     for i, projection in enumerate(projections):
         readings = [r.readings[i] for r in fresh if r.readings[i] is not None]
-        callback = await projection.write(conn, readings) if readings else None
+        if not readings:
+            continue
+        callback = await projection.write(conn, readings)
         if callback is not None:
             callbacks.append(callback)
+        applied[projection.name] = len(readings)
+    await changes.record(conn, applied, list(dict.fromkeys(r.customer_id for r in fresh)))
 
     def committed() -> None:
         for callback in callbacks:
@@ -69,6 +79,7 @@ class ProjectionStage:
         self.settings = settings
         self.topic = settings.log_topic
         self.projections = [cls.build(settings) for cls in registry]
+        self._pruned = time.monotonic()
 
     async def start(self, producer) -> None:
         """Nothing to start: dead letters are the runtime's."""
@@ -97,5 +108,8 @@ class ProjectionStage:
         if self.settings.projection_schema != "public":
             await conn.execute("SELECT set_config('search_path', %s, true)",
                                (f'"{self.settings.projection_schema}", public',))
+        if time.monotonic() - self._pruned > PRUNE_EVERY_S:
+            self._pruned = time.monotonic()
+            await changes.prune(conn, self.settings.changes_retention_hours)
         return await project(conn, self.name, self.projections,
                              [item for _, item in items if item is not None])
