@@ -42,8 +42,8 @@ def parse_touchpoint(data: bytes | str | dict[str, Any],
     """Validate JSON (bytes/str) or a dict into the touchpoint subclass for its `type`.
 
     ``recorded_at``, when given, replaces whatever the data says: a door stamps the time it
-    accepted the event. (Set in the dict before validation, it costs nothing; a copy of the
-    validated model cost a fifth of the validation.)"""
+    accepted the event. (Set in the dict before validation, it costs nothing; copying the
+    validated model costs a noticeable part of the validation, BENCHMARKS.md.)"""
     if recorded_at is not None and recorded_at.utcoffset() is None:
         raise ValueError("recorded_at must include a timezone offset")
     try:

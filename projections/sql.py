@@ -1,7 +1,9 @@
 """SQL helpers shared by the stores.
 
-Large lists travel as one text parameter that PostgreSQL splits: adapting a Python list of 5,000
-strings to a uuid[] or text[] parameter cost ~10-35 ms a batch on the client.
+Large lists travel as one text parameter that PostgreSQL splits: psycopg's adaptation of a Python
+list of thousands of strings to a uuid[] or text[] parameter costs more on the client than the
+query (BENCHMARKS.md). Values never hold the separator: the doors refuse control characters, and
+a record that slips through fails alone (the runtime isolates it).
 """
 
 SEPARATOR = "\x1f"

@@ -12,7 +12,7 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from projections import REGISTRY, Projection
 from projections.sql import UNPACK, pack
 
-# orjson for every json/jsonb value: the stdlib encoder was a tenth of the projection stage.
+# orjson for every json/jsonb value: the stdlib encoder is several times slower (BENCHMARKS.md).
 set_json_dumps(orjson.dumps)
 set_json_loads(orjson.loads)
 

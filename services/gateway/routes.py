@@ -123,8 +123,8 @@ async def publish_touchpoint(request: Request, producer: Producer, settings: Con
 class SingleEventDoor:
     """ASGI middleware answering POST /v1/touchpoints before routing: the busiest request skips
     Starlette's routing, request object and dependency injection, which cost more CPU than the
-    event's validation and publishing (0.9-1.1 ms a request in all, two API processes at
-    1,000-2,000 requests/s). Everything else goes on to the application."""
+    event's validation and publishing (BENCHMARKS.md). Everything else goes on to the
+    application."""
 
     PATH = "/v1/touchpoints"
 

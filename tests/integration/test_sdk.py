@@ -66,3 +66,35 @@ def test_many_events_are_all_acknowledged_in_order_per_key(settings):
     for key in {r.key for r in records}:
         sent = [e["event_id"] for e in events if e["customer"]["email"].encode() == key]
         assert [orjson.loads(r.value)["event_id"] for r in records if r.key == key] == sent
+
+
+def test_records_are_sealed_only_with_the_signing_key(settings):
+    """A channel trusted with the key seals its records; any other is validated in full."""
+    from services.wire import is_sealed, signing_key
+
+    key = signing_key(settings.signing_key)
+    for secret in (settings.signing_key, "", "another key"):
+        with TouchstreamProducer(settings.kafka_bootstrap_servers, settings.raw_topic,
+                                 signing_key=secret) as sdk:
+            sdk.publish(touchpoint("call", email=f"seal.{secret[:4] or 'none'}@example.com"))
+            sdk.flush()
+    records = asyncio.run(_read_all(settings, 3))
+    by_email = {orjson.loads(r.value)["customer"]["email"]: is_sealed(r.headers, r.value, key)
+                for r in records}
+    assert by_email == {f"seal.{settings.signing_key[:4]}@example.com": True,
+                        "seal.none@example.com": False, "seal.anot@example.com": False}
+
+
+async def _read_all(settings, n: int) -> list:
+    consumer = AIOKafkaConsumer(settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    got: list = []
+    try:
+        while len(got) < n:
+            batch = await consumer.getmany(timeout_ms=1000)
+            assert batch, f"only {len(got)} of {n} records arrived"
+            got += [r for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    return got
