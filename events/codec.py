@@ -1,6 +1,5 @@
 """Bytes in, events out (and back): validation with clean, field-named errors."""
 
-import re
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -9,7 +8,7 @@ from pydantic import TypeAdapter, ValidationError
 from events.envelope import TouchpointEvent
 from events.identifiers import PATTERN_REASONS, normalise_uuid
 from events.identity import identity_keys
-from events.strings import CONTROLS, control_reason
+from events.strings import control_reason, printable
 from events.touchpoints import TOUCHPOINT_TYPES, Touchpoint
 
 __all__ = [
@@ -96,17 +95,7 @@ def _detail(error: Any) -> dict[str, str]:
         loc, reason = ["type"], f"type is required; allowed types: {_ALLOWED}"
     elif not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
         return dict(_NOT_OBJECT)
-    return {"field": ".".join(_printable(part) for part in loc), "reason": reason}
-
-
-_UNPRINTABLE = re.compile(f"[{CONTROLS}\ud800-\udfff]")
-
-
-def _printable(part: object) -> str:
-    """A refused key can hold what the error must not: control characters (the error itself may
-    go to PostgreSQL with a dead letter) or lone surrogates (not encodable as UTF-8)."""
-    text = str(part)
-    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _UNPRINTABLE.search(text) else text
+    return {"field": ".".join(printable(part) for part in loc), "reason": reason}
 
 
 def routing_key(event: TouchpointEvent) -> bytes:

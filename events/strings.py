@@ -64,6 +64,14 @@ def control_reason(value: Any, pattern: str) -> str | None:
     return f"{reason} (found U+{ord(found.group()):04X})" if found else None
 
 
+def printable(value: object) -> str:
+    """``value`` as text with control characters and lone surrogates written as ``\\uXXXX``
+    escapes: a reason may quote the very input that was refused, and the reason itself goes to
+    PostgreSQL (a dead letter) and into JSON answers."""
+    text = str(value)
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _UNSTORABLE.search(text) else text
+
+
 def check_line(value: str) -> str:
     """For strings that pydantic-core does not see as strings (attribute values): raise
     ValueError on a control character or a lone surrogate."""

@@ -18,6 +18,7 @@ from events import (
     TouchpointEvent,
     parse_touchpoint,
 )
+from events.strings import printable
 from services.config import Settings
 from services.kafka import send_grouped
 from services.metrics import ACCEPTED, REJECTED
@@ -27,8 +28,11 @@ router = APIRouter(prefix="/v1", tags=["gateway"])
 _SCHEMA = TypeAdapter(Touchpoint).json_schema(ref_template="#/components/schemas/{model}")
 _ONE = {"requestBody": {"required": True, "content": {"application/json": {"schema": _SCHEMA}}}}
 _MANY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["events"],
-    "properties": {"events": {"type": "array", "items": _SCHEMA}}}}}}}
+    "type": "object", "required": ["events"], "additionalProperties": False,
+    "properties": {"events": {
+        "type": "array", "items": _SCHEMA, "minItems": 1,
+        "description": "At most BATCH_MAX_EVENTS events (1,000 unless configured); all or none "
+                       "are accepted."}}}}}}}
 
 
 class Rejected(Exception):
@@ -162,6 +166,11 @@ async def publish_batch(request: Request, producer: Producer, settings: Config) 
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise _problem(422, "validation failed",
                        errors=[{"index": None, "field": "events", "reason": "must be a list of events"}])
+    extra = sorted(k for k in body if k != "events")
+    if extra:
+        raise _problem(422, "validation failed", errors=[
+            {"index": None, "field": printable(k)[:100], "reason": "unknown field; a batch has only events"}
+            for k in extra[:10]])
     items = body["events"]
     if not items or len(items) > settings.batch_max_events:
         raise _problem(422, "validation failed", errors=[{

@@ -10,7 +10,6 @@ record (readers de-duplicate by the source position); the table row is written e
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg.types.json import Jsonb
+
+from events.strings import printable
 
 DDL = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -51,17 +52,6 @@ DO $$ BEGIN  -- rows were keyed by their DLQ position: one source record could a
     END IF;
 END $$;
 """
-
-# What PostgreSQL text and jsonb cannot hold (NUL), and what would garble a one-line reason.
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters and lone surrogates written as escapes: a reason may quote
-    the very input that was refused, and the reason itself must be storable."""
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                            else f"\\u{ord(m.group()):04x}", text)
-
 
 @dataclass(frozen=True)
 class Refused:

@@ -170,3 +170,15 @@ async def _contacts(settings, email: str, n: int) -> bool:
     return await count(settings, "SELECT count(*) AS n FROM contacts c JOIN identity_keys k "
                                  "ON k.customer_id = c.customer_id WHERE k.key = %s",
                        f"email:{email}") == n
+
+
+async def test_a_batch_with_fields_beside_events_is_refused_naming_them(settings):
+    """The batch body is exactly {"events": [...]} (as its schema says); a key with a NUL is
+    named with the NUL escaped, and the next good batch is accepted."""
+    good = touchpoint("call", email=f"b.{uuid.uuid4().hex[:6]}@example.com")
+    async with api_client(settings) as client:
+        bad = await client.post("/v1/touchpoints/batch",
+                                json={"events": [good], "priority": "high", "x\u0000y": 1})
+        assert bad.status_code == 422
+        assert {e["field"] for e in bad.json()["errors"]} == {"priority", "x\\u0000y"}
+        assert (await client.post("/v1/touchpoints/batch", json={"events": [good]})).status_code == 202
