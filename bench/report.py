@@ -88,6 +88,11 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          _verdict(prof.get("load_p99_ms"), 10, lower=True)),
         ("timeline lookup p99 under load (ms)", _fmt(timeline.get("load_p99_ms")), "", ""),
     ]
+    iso = r.get("isolation") or {}
+    out.append((f"isolation: one poison record in a batch of {iso.get('batch', 5000):,}, "
+                "extra µs per record", _fmt(iso.get("us_per_record")), "",
+                f"{_fmt(iso.get('poisoned_ms'))} ms with it, {_fmt(iso.get('clean_ms'))} ms clean: "
+                f"ratio {_fmt(iso.get('ratio'))}" if iso else ""))
     for name, m in sorted((r.get("memory") or {}).items()):
         a, b = m.get("rss_mb_20pct"), m.get("rss_mb_100pct")
         growth = b / a if a and b else None

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, ingest, limits, peers, pipeline, queries, report
+from bench import freshness, ingest, isolation, limits, peers, pipeline, queries, report
 from bench.env import BenchEnv, raw_records
 from services.config import Settings
 
@@ -105,6 +105,9 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path) -> 
         result["query"] = queries.run(
             env, quick, pipeline_events_per_s=figures["pipeline"]["events_per_s"],
             produce_events_per_s=figures["pipeline"]["limits"]["produce"]["events_per_s"])
+        env.discard()
+        log(f"isolation: one poison record in a batch of {isolation.BATCH:,}")
+        result["isolation"] = isolation.run(env)
         env.discard()
     finally:
         env.stop()
