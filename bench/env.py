@@ -92,7 +92,8 @@ class BenchEnv:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                "DATABASE_URL": settings.database_url, "TOPIC_PREFIX": settings.topic_prefix,
                "CONSUMER_GROUP_PREFIX": settings.consumer_group_prefix,
-               "HTTP_PORT": str(settings.http_port), "STATE_DIR": str(Path(settings.state_dir).resolve())}
+               "HTTP_PORT": str(settings.http_port), "STATE_DIR": str(Path(settings.state_dir).resolve()),
+               "SIGNING_KEY": settings.signing_key}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         logs = Path(self.base.state_dir, "logs")
         logs.mkdir(parents=True, exist_ok=True)
