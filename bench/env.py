@@ -38,8 +38,9 @@ class BenchEnv:
         infra = Infra(settings)
         return cls(infra.start(), infra)
 
-    def isolated(self, **overrides) -> Settings:
-        """Fresh topics, consumer groups and database on the same servers."""
+    def isolated(self, migrated: bool = True, **overrides) -> Settings:
+        """Fresh topics, consumer groups and database (tables made unless not ``migrated``) on
+        the same servers."""
         tag = uuid.uuid4().hex[:8]
         name = f"bench_{tag}"
         with psycopg.connect(self.base.database_url, autocommit=True) as conn:
@@ -48,7 +49,8 @@ class BenchEnv:
             "database_url": make_conninfo(self.base.database_url, dbname=name),
             "topic_prefix": f"b{tag}.", "consumer_group_prefix": f"b{tag}", **overrides})
         ensure_topics(s)
-        migrate(s.database_url)
+        if migrated:
+            migrate(s.database_url)
         self.made.append(s)
         return s
 
@@ -87,19 +89,23 @@ class BenchEnv:
             delete_topics(self.base, topics)
         self.made.clear()
 
-    def spawn(self, settings: Settings, args: list[str], log_name: str) -> subprocess.Popen:
-        """A Touchstream process, started exactly as `make run` starts it."""
+    def spawn(self, settings: Settings, args: list[str], log_name: str,
+              source: Path | None = None) -> subprocess.Popen:
+        """A Touchstream process, started exactly as `make run` starts it (from the code in
+        ``source``, a checkout of another commit, when given)."""
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                "DATABASE_URL": settings.database_url, "TOPIC_PREFIX": settings.topic_prefix,
                "CONSUMER_GROUP_PREFIX": settings.consumer_group_prefix,
                "HTTP_PORT": str(settings.http_port), "STATE_DIR": str(Path(settings.state_dir).resolve()),
                "SIGNING_KEY": settings.signing_key}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
         logs = Path(self.base.state_dir, "logs")
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{log_name}.log", "ab") as log:
             child = subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=source)
         self.children.append(child)
         return child
 

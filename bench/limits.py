@@ -17,9 +17,10 @@ from services.wire import MARK, seal, signing_key
 
 
 async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
-                  sealed: bool = True) -> dict:
+                  sealed: bool = True, headers: list[tuple[str, bytes]] | None = None) -> dict:
     """Publish everything with the runtime's producer settings, sealed as our doors seal records
-    (when ``sealed`` and the settings have a signing key); returns rate and end offsets."""
+    (when ``sealed`` and the settings have a signing key; else with ``headers``); returns rate
+    and end offsets."""
     mac = signing_key(settings.signing_key) if sealed else None
     prod = producer(settings, "touchstream-bench")
     await prod.start()
@@ -29,7 +30,7 @@ async def produce(settings: Settings, topic: str, records: list[tuple[bytes, byt
         window = []
         for key, value in records:
             window.append(await prod.send(topic, key=key, value=value,
-                                          headers=[(MARK, seal(value, mac))] if mac else []))
+                                          headers=[(MARK, seal(value, mac))] if mac else headers or []))
             if len(window) >= 20_000:
                 for meta in await asyncio.gather(*window):
                     ends[meta.partition] = max(ends.get(meta.partition, -1), meta.offset)

@@ -14,6 +14,7 @@ import time
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.baseline import Baseline
 from bench.env import BenchEnv, cpu_seconds, rss_mb, wait_until
 from bench.limits import produce
 from services.config import Settings
@@ -64,13 +65,18 @@ def _rows_written(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
-        stages: list[str] | None = None) -> dict:
-    s = env.isolated()
-    produced = asyncio.run(produce(s, s.raw_topic, records))
+        stages: list[str] | None = None, baseline: Baseline | None = None) -> dict:
+    """The pipeline of this code, or of ``baseline``'s checkout (its own tables and marks)."""
+    s = env.isolated(migrated=baseline is None)
+    if baseline is not None:
+        baseline.migrate(s)
+    produced = asyncio.run(produce(s, s.raw_topic, records, sealed=baseline is None,
+                                   headers=baseline.headers if baseline else None))
     raw_ends = produced["end_offsets"]
     n = len(records)
     per_stage = [["--stages", st] for st in stages] if stages else [[]]
-    procs = [env.spawn(s, ["worker", "--loglevel", "warning", *extra], f"bench-worker-{i}-{j}")
+    procs = [env.spawn(s, ["worker", "--loglevel", "warning", *extra], f"bench-worker-{i}-{j}",
+                       baseline.source if baseline else None)
              for i in range(workers) for j, extra in enumerate(per_stage)]
     memory: dict[str, dict[str, float]] = {}
     try:

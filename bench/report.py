@@ -57,6 +57,12 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("two workers per stage, events/s", _fmt(p.get("two_workers_events_per_s")), "",
          f"ratio {_fmt(p.get('two_workers_ratio'))}"),
     ]
+    before = p.get("baseline") or {}
+    if before:
+        out.append((f"pipeline at {before['ref']} (before the latest changes), same run, events/s",
+                    _fmt(before.get("events_per_s")), "now >= 0.95x",
+                    f"now {_fmt(before.get('ratio'))}x: {_verdict(before.get('ratio'), 0.95)}"
+                    if before.get("ratio") else before.get("error", "")))
     ours = (p.get("projection_stage") or {}).get("events_per_s")
     out.append(("our projection stage alone on the same log, events/s", _fmt(ours), "",
                 "like-for-like with the peers"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import freshness, ingest, isolation, limits, peers, pipeline, queries, report
+from bench.baseline import DEFAULT_REF, Baseline
 from bench.env import BenchEnv, raw_records
 from services.config import Settings
 
@@ -19,11 +20,13 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def pipeline_figures(env: BenchEnv, records: list, quick: bool) -> tuple[dict[str, Any], Settings]:
+def pipeline_figures(env: BenchEnv, records: list, quick: bool,
+                     baseline_ref: str | None = DEFAULT_REF) -> tuple[dict[str, Any], Settings]:
     stages = ["identity", "projections"]
     log(f"pipeline: {len(records):,} events, one worker process per stage")
     one = pipeline.run(env, records, stages=stages)
     s = one.pop("settings")
+    before = baseline_figures(env, records, stages, baseline_ref, one) if baseline_ref else None
     log(f"pipeline: {one['events_per_s']:,.0f} events/s; limits next")
     consumed = asyncio.run(limits.consume(s, s.log_topic, one["log_records"]))
     copied = limits.copy_rows(s, records, rows=min(len(records), 200_000))
@@ -53,6 +56,7 @@ def pipeline_figures(env: BenchEnv, records: list, quick: bool) -> tuple[dict[st
         "two_workers_events_per_s": two["events_per_s"],
         "two_workers_ratio": two["events_per_s"] / one["events_per_s"],
         "cpu_us_per_event": one["cpu_us_per_event"],
+        "baseline": before,
         "peers": {},
         "ratio_to_faust": None,
         "ratio_to_quixstreams": None,
@@ -75,13 +79,33 @@ def pipeline_figures(env: BenchEnv, records: list, quick: bool) -> tuple[dict[st
     return {"pipeline": figures, "memory": memory}, s
 
 
+def baseline_figures(env: BenchEnv, records: list, stages: list[str], ref: str,
+                     ours: dict[str, Any]) -> dict[str, Any]:
+    """The same events through the pipeline of commit ``ref``, on the same servers."""
+    log(f"pipeline: the same events through {ref}'s workers (the code before the latest changes)")
+    try:
+        checkout = Baseline.checkout(ref, Path(env.base.state_dir, "baseline"))
+        try:
+            then = pipeline.run(env, records, stages=stages, baseline=checkout)
+        finally:
+            checkout.remove()
+    except Exception as exc:  # noqa: BLE001 - a baseline that cannot run is reported, not hidden
+        log(f"baseline {ref} failed: {exc!r}")
+        return {"ref": ref, "error": repr(exc), "events_per_s": None, "ratio": None}
+    log(f"pipeline at {ref}: {then['events_per_s']:,.0f} events/s")
+    return {"ref": ref, "events_per_s": then["events_per_s"], "seconds": then["seconds"],
+            "cpu_us_per_event": then["cpu_us_per_event"],
+            "ratio": ours["events_per_s"] / then["events_per_s"]}
+
+
 def _process_name(name: str, stages: list[str]) -> str:
     if name.startswith("worker-"):
         return f"worker_{stages[int(name.split('-')[1]) % len(stages)]}"
     return name
 
 
-def main(events: int | None, quick: bool, out: Path | None, state_dir: Path) -> dict[str, Any]:
+def main(events: int | None, quick: bool, out: Path | None, state_dir: Path,
+         baseline_ref: str | None = DEFAULT_REF) -> dict[str, Any]:
     n = events or (200_000 if quick else 1_000_000)
     customers = max(n // 10, 1000)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -91,7 +115,7 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path) -> 
     env = BenchEnv.start(Settings(state_dir=state_dir))
     try:
         result: dict[str, Any] = {"started_at": started, "quick": quick, "machine": report.machine()}
-        figures, _ = pipeline_figures(env, records, quick)
+        figures, _ = pipeline_figures(env, records, quick, baseline_ref)
         result.update(figures)
         del records
         env.discard()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 
 from projections.orders.fold import OrderState
-from projections.sql import UNPACK, pack
+from projections.sql import pack
 
 DDL = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 """
 
+_ARRAY = "string_to_array(%s, chr(31))"  # one packed list (projections.sql) per column
 _COLUMNS = "customer_id, order_id, status, amount, currency, occurred_at, event_id, placed_at"
 _SELECT = ("customer_id::text, order_id, status, amount::text, currency, "
            "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
@@ -40,8 +41,7 @@ async def load(conn: psycopg.AsyncConnection,
         return {}
     cur = await conn.execute(
         f"SELECT {_SELECT} FROM orders WHERE (customer_id, order_id) IN ("
-        f"SELECT c::uuid, o FROM {UNPACK} WITH ORDINALITY AS a(c, i) "
-        f"JOIN {UNPACK} WITH ORDINALITY AS b(o, j) ON i = j)",
+        f"SELECT c::uuid, o FROM unnest({_ARRAY}, {_ARRAY}) AS k(c, o))",
         (pack([k[0] for k in keys]), pack([k[1] for k in keys])))
     return {(r[0], r[1]): _state(r) for r in await cur.fetchall()}
 
@@ -54,11 +54,9 @@ async def save(conn: psycopg.AsyncConnection, states: list[OrderState]) -> None:
     placed = [t or "" for t in columns[7]]
     await conn.execute(
         f"INSERT INTO orders ({_COLUMNS}) SELECT c::uuid, o, s, a::numeric, cu, t::timestamptz, "
-        "e::uuid, NULLIF(p, '')::timestamptz FROM "
-        f"{UNPACK} WITH ORDINALITY AS v1(c, i) "
-        + "".join(f"JOIN {UNPACK} WITH ORDINALITY AS v{n}({col}, i{n}) ON i{n} = i "
-                  for n, col in ((2, "o"), (3, "s"), (4, "a"), (5, "cu"), (6, "t"), (7, "e"), (8, "p")))
-        + "ON CONFLICT (customer_id, order_id) DO UPDATE SET status = excluded.status, "
+        f"e::uuid, NULLIF(p, '')::timestamptz FROM unnest({', '.join([_ARRAY] * 8)}) "
+        "AS v(c, o, s, a, cu, t, e, p) "
+        "ON CONFLICT (customer_id, order_id) DO UPDATE SET status = excluded.status, "
         "amount = excluded.amount, currency = excluded.currency, "
         "occurred_at = excluded.occurred_at, event_id = excluded.event_id, "
         "placed_at = excluded.placed_at, updated_at = now()",

@@ -267,7 +267,8 @@ class BatchProcessor(Service):
             while not self.should_stop:
                 try:
                     if self.need_seek:
-                        committing = await _cancelled(committing)
+                        await _cancelled(committing)
+                        committing = None
                         await self._reseek()
                     records = await self._take_batch(committing)
                     prepared = self._prepare(records) if records else []
@@ -284,7 +285,8 @@ class BatchProcessor(Service):
                     # Not expected (batches handle their own failures): log, back off, re-seek.
                     log.exception("%s: unexpected failure; resuming from tracked offsets",
                                   self.handler.name)
-                    committing = await _cancelled(committing)
+                    await _cancelled(committing)
+                    committing = None
                     self.need_seek = True
                     await asyncio.sleep(1.0)
         finally:
@@ -484,4 +486,3 @@ async def _cancelled(task: asyncio.Future | None) -> None:
     if task is not None:
         with contextlib.suppress(BaseException):
             await task
-    return None
