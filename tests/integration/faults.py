@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from psycopg.conninfo import make_conninfo
 
 from services.config import Settings
 from services.processors.dlq import parse_headers
@@ -57,10 +59,11 @@ def resolved(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
 # -- worker processes ----------------------------------------------------------------------------
 
 class Worker(subprocess.Popen):
-    """A `touchstream worker` process, and the file its output goes to."""
+    """A `touchstream worker` process, the file its output goes to, and the application name
+    its database sessions carry (so that a test can see them in pg_stat_activity)."""
 
-    def __init__(self, args: list[str], log_path: Path, **kwargs: Any):
-        self.log_path = log_path
+    def __init__(self, args: list[str], log_path: Path, name: str, **kwargs: Any):
+        self.log_path, self.name = log_path, name
         with open(log_path, "ab") as log:
             super().__init__(args, stdout=log, stderr=subprocess.STDOUT, **kwargs)
 
@@ -72,18 +75,46 @@ def spawn_worker(settings: Settings, state_dir: Path, stages: str = "identity,pr
                  batch_max_records: int = 1000) -> Worker:
     """`touchstream worker`, as `make run` starts it, with its own state directory and log."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    name = f"fault-test-{state_dir.name}-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-           "DATABASE_URL": settings.database_url, "TOPIC_PREFIX": settings.topic_prefix,
+           "DATABASE_URL": make_conninfo(settings.database_url, application_name=name),
+           "TOPIC_PREFIX": settings.topic_prefix,
            "CONSUMER_GROUP_PREFIX": settings.consumer_group_prefix,
            "SIGNING_KEY": settings.signing_key, "BATCH_MAX_RECORDS": str(batch_max_records),
            "BATCH_TIMEOUT_MS": str(settings.batch_timeout_ms), "STATE_DIR": str(state_dir)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return Worker([sys.executable, "-m", "services.cli", "worker", "--stages", stages,
-                   "--loglevel", "warning"], state_dir / "worker.log", env=env)
+                   "--loglevel", "warning"], state_dir / "worker.log", name, env=env)
+
+
+async def in_batch_transaction(settings: Settings, worker: Worker) -> bool:
+    """Whether one of the worker's sessions is inside a batch's transaction: it has the tracking
+    rows of the batch's partitions locked (the seek and the heartbeat lock no tracking row)."""
+    found = await rows(settings, "SELECT count(*)::int AS n FROM pg_locks l "
+                                 "JOIN pg_stat_activity a USING (pid) "
+                                 "WHERE a.application_name = %s AND l.granted "
+                                 "AND l.relation = 'ts_tracking'::regclass "
+                                 "AND l.mode IN ('RowShareLock', 'RowExclusiveLock')", worker.name)
+    return found[0]["n"] > 0
+
+
+async def freeze_mid_batch(settings: Settings, worker: Worker, timeout_s: float = 30) -> None:
+    """SIGSTOP the worker at a moment it is inside a batch's transaction (stop, look, and go on
+    and try again if it was between batches)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        check_alive([worker])
+        worker.send_signal(signal.SIGSTOP)
+        if await in_batch_transaction(settings, worker):
+            return
+        worker.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "the worker was never caught inside a batch"
+        await asyncio.sleep(0.01)
 
 
 def stop_worker(worker: Worker) -> None:
     if worker.poll() is None:
+        worker.send_signal(signal.SIGCONT)  # a frozen process would not see the SIGTERM
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(30)

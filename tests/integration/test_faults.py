@@ -1,7 +1,8 @@
 """Faults on real servers and real processes: what is acknowledged is projected exactly once.
 
-Each test breaks one thing while events flow: the database is restarted, the broker is paused,
-one of two workers is killed, poison is slipped past the doors. It then waits until both stages
+Each test breaks one thing while events flow: the database is stopped or crashed and started
+again, the broker is paused, one of two workers is killed or frozen inside a batch, poison is
+slipped past the doors, the server ends a session mid-batch. It then waits until both stages
 have committed up to the ends of their topics and counts what was sent, what was acknowledged,
 what the read models hold and what went to the dead-letter queue. A test that must stop or
 pause a server starts a private one, so that the other tests never see the fault.
@@ -20,8 +21,10 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 import psutil
+import psycopg
 import pytest
 from aiokafka.structs import ConsumerRecord
+from psycopg.conninfo import conninfo_to_dict
 
 from events import parse_touchpoint
 from services.infra.broker import EmbeddedBroker
@@ -38,6 +41,7 @@ from tests.integration.faults import (
     dlq_positions,
     dlq_records,
     drained,
+    freeze_mid_batch,
     held_partitions,
     resolved,
     sample,
@@ -205,39 +209,59 @@ async def test_broker_paused_posts_get_503_then_202_and_acknowledged_events_land
     assert final.dead_letters == []
 
 
-# -- 3. One of two workers killed mid-batch ------------------------------------------------------
+# -- 3. One of two workers killed (or frozen) mid-batch -----------------------------------------
 
-async def test_worker_killed_mid_batch_its_partner_takes_over(settings, tmp_path):
+FROZEN_STALLS = (
+    "a worker frozen inside its batch transaction keeps its locks in PostgreSQL (the tracking rows "
+    "of its partitions; in the projection stage also the ts_changes table lock every batch takes): "
+    "the partner that takes over its partitions waits on them, and every projection batch with it, "
+    "for as long as the frozen worker does not resume; its heartbeat and rebalance listener wait "
+    "too. No idle_in_transaction_session_timeout or lock_timeout bounds it")
+
+
+@pytest.mark.parametrize("fault", [
+    "killed", pytest.param("frozen", marks=pytest.mark.xfail(strict=True, reason=FROZEN_STALLS))])
+async def test_worker_lost_mid_batch_its_partner_takes_over(settings, tmp_path, fault):
+    """Killed: SIGKILL while it is inside a batch's transaction. Frozen: SIGSTOP there (a stalled
+    VM, a process paused for long) and left frozen: its partner must carry the stream alone, and
+    when the frozen worker wakes with its batch in hand for partitions no longer its own, nothing
+    is doubled."""
     events = sample(10_000, customers=1_500, seed=13)
     workers = [spawn_worker(settings, tmp_path / f"worker-{i}", batch_max_records=500)
                for i in range(2)]
     victim, survivor = workers
     try:
         await wait_assigned(settings, workers)
-        publisher = PacedPublisher(settings, events, per_s=2_500).start()
+        publisher = PacedPublisher(settings, events, per_s=1_200).start()
         await eventually(lambda: _contacts_at_least(settings, 2_000, workers), timeout_s=90,
                          interval_s=0.02)
         held = await held_partitions(settings)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        at_kill = await count(settings, "SELECT count(*) AS n FROM contacts")
-        assert at_kill < len(events), "the stream was done before the kill"
+        await freeze_mid_batch(settings, victim)
+        if fault == "killed":
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+        at_fault = await count(settings, "SELECT count(*) AS n FROM contacts")
+        assert at_fault < len(events), "the stream was done before the fault"
         assert held.get((victim.pid, "projections")) and held.get((victim.pid, "identity"))
 
-        # The survivor takes every partition once the group drops the dead member.
+        # The survivor takes every partition once the group drops the silent member, and
+        # projects the whole stream on its own.
         async def survivor_holds_all() -> bool:
             now = await held_partitions(settings)
             return all(now.get((survivor.pid, stage)) == set(range(settings.partitions))
                        for stage in ("identity", "projections"))
-        await eventually(survivor_holds_all, timeout_s=45, interval_s=0.2)
+        await eventually(survivor_holds_all, timeout_s=30, interval_s=0.2)
         await publisher.join()
-        await drained(settings, [survivor])
+        await drained(settings, [survivor], timeout_s=30)
+        if fault == "frozen":
+            victim.send_signal(signal.SIGCONT)
+            await drained(settings, workers)
         found = await tally(settings)
     finally:
         for w in workers:
             stop_worker(w)
-    print("worker killed:", found.report(sent=len(events), acknowledged=len(publisher.acked),
-                                         in_contacts_at_kill=at_kill))
+    print(f"worker {fault}:", found.report(sent=len(events), acknowledged=len(publisher.acked),
+                                           in_contacts_at_fault=at_fault))
     assert publisher.acked == {e["event_id"] for e in events}
     assert found.assert_exactly_once(publisher.acked) == set()
     assert found.dead_letters == []
@@ -370,3 +394,56 @@ async def test_one_poison_record_in_a_batch_of_5000_is_isolated_and_the_rest_com
                                    "AND partition = 0", "projections")
     assert tracked == [{"offset": 4_999}]
     assert dlq_positions(await dlq_records(settings)) == {(settings.log_topic, 0, poison_at): 1}
+
+
+# -- 6. A session PostgreSQL ends is an outage, not a poison record -------------------------------
+
+class StallsOnce:
+    """A stage that stalls once inside its batch's transaction, as a worker does in a long pause
+    (a frozen VM, a broker slow to acknowledge what the identity stage publishes in it), then
+    behaves as ``stage``."""
+
+    def __init__(self, stage, seconds: float):
+        self.stage, self.seconds = stage, seconds
+
+    def __getattr__(self, name: str):
+        return getattr(self.stage, name)
+
+    async def handle(self, conn, items):
+        if self.seconds:
+            await asyncio.sleep(self.seconds)
+            self.seconds = 0
+        return await self.stage.handle(conn, items)
+
+
+TERMINATED_IS_POISON = (
+    "runtime.is_outage counts SQLSTATE class 25 as the data's fault: a session the server ended "
+    "with 25P03 (idle_in_transaction_session_timeout; 25P04 transaction_timeout likewise) fails "
+    "a batch of one record, the database answers the check that follows, and the good record is "
+    "quarantined as poison: it never reaches the read models")
+
+
+@pytest.mark.xfail(strict=True, reason=TERMINATED_IS_POISON)
+async def test_a_session_ended_by_the_server_mid_batch_is_retried_not_quarantined(settings,
+                                                                                  servers):
+    """PostgreSQL ends a session idle in a transaction longer than the operator allows (many
+    managed servers set idle_in_transaction_session_timeout); the batch must be retried."""
+    name = conninfo_to_dict(settings.database_url)["dbname"]
+    async with await psycopg.AsyncConnection.connect(servers["database"], autocommit=True) as conn:
+        await conn.execute(f'ALTER DATABASE "{name}" '
+                           "SET idle_in_transaction_session_timeout = '300ms'")
+    [event] = sample(1, customers=1, seed=17)
+    doc = resolved(event, _customer_id(event))
+    record = ConsumerRecord(topic=settings.log_topic, partition=0, offset=0, timestamp=0,
+                            timestamp_type=0, key=doc["customer"]["customer_id"].encode(),
+                            value=orjson.dumps(doc), checksum=None, serialized_key_size=36,
+                            serialized_value_size=0, headers=())
+    worker = BatchProcessor(settings, StallsOnce(ProjectionStage(settings), seconds=1.0))
+    await worker.start_handler()
+    try:
+        await worker.apply(list(zip([record], worker.handler.prepare([record]), strict=True)))
+    finally:
+        await worker.stop_handler()
+    found = await tally(settings)
+    assert [d["error"] for d in found.dead_letters] == []
+    assert found.assert_exactly_once({doc["event_id"]}) == set()
