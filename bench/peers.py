@@ -30,6 +30,7 @@ import psycopg
 from bench import importable
 from bench.env import BenchEnv, cpu_seconds
 from projections import REGISTRY
+from services import changes
 from services.config import Settings
 from services.processors import projector
 from services.processors.projector import NOT_TOUCHPOINTS
@@ -44,10 +45,12 @@ _PROJECTIONS = [cls() for cls in REGISTRY]  # no profile cache: each batch reads
 async def project(conn: psycopg.AsyncConnection, processor: str,
                   records: Iterable[tuple[dict[str, Any], int, int]]) -> None:
     """One batch of decoded (event, partition, offset), in the caller's transaction: our
-    projection stage's own write path (``projector.project``) over every registered projection."""
+    projection stage's own write path (``projector.project``) over every registered projection,
+    and its row of the change feed."""
     batch = [projector.read(_PROJECTIONS, event, partition, offset)
              for event, partition, offset in records if event["type"] not in NOT_TOUCHPOINTS]
-    await projector.project(conn, processor, _PROJECTIONS, batch)
+    applied = await projector.project(conn, processor, _PROJECTIONS, batch)
+    await changes.record(conn, applied.events, applied.customer_ids)
 
 
 def run_peer(env: BenchEnv, kind: str, log_topic_settings: Settings, expected: int) -> dict:

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     projection_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     # How long the change feed (ts_changes) keeps what each batch changed.
     changes_retention_hours: float = Field(24.0, gt=0)
+    # A worker's transaction idle this long (a frozen process) is ended by PostgreSQL, releasing
+    # its locks; above produce_timeout_s, the longest wait for the broker inside a transaction.
+    idle_in_transaction_s: float = Field(30.0, gt=0)
+    # ... and one whose transaction lasts this long in all (PostgreSQL 17 and later).
+    transaction_timeout_s: float = Field(120.0, gt=0)
+    # The longest a worker waits for another's locks before retrying (its heartbeat goes on).
+    lock_timeout_s: float = Field(10.0, gt=0)
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # A positive value makes workers yield the CPU to the API on a shared machine. 0 by default:

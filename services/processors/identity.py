@@ -103,6 +103,9 @@ class IdentityStage:
     def forget(self) -> None:
         """Nothing is cached between batches: the graph is shared by every identity worker."""
 
+    async def before_commit(self, conn: psycopg.AsyncConnection) -> None:
+        """Nothing to add."""
+
     def prepare(self, records: list[ConsumerRecord]) -> list[dict[str, Any] | Refused]:
         now = utc_text(datetime.now(UTC))
         out: list[dict[str, Any] | Refused] = []

@@ -43,11 +43,18 @@ def read(projections: Sequence[Projection], event: dict[str, Any], partition: in
                    tuple(p.read(event, partition, offset) for p in projections))
 
 
+class Applied(NamedTuple):
+    """What a batch changed (for the change feed), and what to do once it has committed."""
+
+    events: dict[str, int]  # per projection, new events applied
+    customer_ids: list[str]
+    committed: Callable[[], None]
+
+
 async def project(conn: psycopg.AsyncConnection, processor: str,
-                  projections: Sequence[Projection], batch: list[Reading]) -> Callable[[], None]:
+                  projections: Sequence[Projection], batch: list[Reading]) -> Applied:
     """Write a batch of readings to every projection in the caller's transaction, skipping event
-    ids already processed, and what each changed to the change feed (``services.changes``); a
-    callback to run once the transaction has committed."""
+    ids already processed."""
     unique: dict[str, Reading] = {}
     for r in batch:
         unique.setdefault(r.event_id, r)  # the first of an id wins, as across batches
@@ -64,12 +71,11 @@ async def project(conn: psycopg.AsyncConnection, processor: str,
         if callback is not None:
             callbacks.append(callback)
         applied[projection.name] = len(readings)
-    await changes.record(conn, applied, list(dict.fromkeys(r.customer_id for r in fresh)))
 
     def committed() -> None:
         for callback in callbacks:
             callback()
-    return committed
+    return Applied(applied, list(dict.fromkeys(r.customer_id for r in fresh)), committed)
 
 
 class ProjectionStage:
@@ -80,6 +86,8 @@ class ProjectionStage:
         self.topic = settings.log_topic
         self.projections = [cls.build(settings) for cls in registry]
         self._pruned = time.monotonic()
+        self._applied: Applied | None = None
+        self._applied: Applied | None = None
 
     async def start(self, producer) -> None:
         """Nothing to start: dead letters are the runtime's."""
@@ -111,5 +119,12 @@ class ProjectionStage:
         if time.monotonic() - self._pruned > PRUNE_EVERY_S:
             self._pruned = time.monotonic()
             await changes.prune(conn, self.settings.changes_retention_hours)
-        return await project(conn, self.name, self.projections,
-                             [item for _, item in items if item is not None])
+        self._applied = await project(conn, self.name, self.projections,
+                                      [item for _, item in items if item is not None])
+        return self._applied.committed
+
+    async def before_commit(self, conn: psycopg.AsyncConnection) -> None:
+        """The change feed's row, last: its table lock is held only until the commit."""
+        applied, self._applied = self._applied, None
+        if applied is not None:
+            await changes.record(conn, applied.events, applied.customer_ids)

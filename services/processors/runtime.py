@@ -64,6 +64,8 @@ FETCH_MAX_WAIT_MS = 20
 # (serialization, deadlock), insufficient resources, object in use / lock not available,
 # operator intervention (shutdown, cancel), system error.
 OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+# The server ended the session's transaction for taking too long: a stall, not the data.
+OUTAGE_SQLSTATES = frozenset({"25P03", "25P04"})  # idle in transaction / transaction timeout
 RECORD_KAFKA_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 
 Item = tuple[ConsumerRecord, Any]
@@ -74,7 +76,7 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.Error):
         if exc.sqlstate is None:  # raised by the client: a lost connection, or data it refused
             return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-        return exc.sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES
+        return exc.sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES or exc.sqlstate in OUTAGE_SQLSTATES
     if isinstance(exc, KafkaError):
         return not isinstance(exc, RECORD_KAFKA_ERRORS)
     return isinstance(exc, TimeoutError | OSError)
@@ -101,6 +103,10 @@ class Handler(Protocol):
     def forget(self) -> None:
         """Another worker wrote this stage's effects since our last commit (a rebalance, or a
         commit whose outcome we did not see): drop any state cached from earlier batches."""
+
+    async def before_commit(self, conn: psycopg.AsyncConnection) -> None:
+        """The batch's last statements, right before it commits (after the dead letters and the
+        positions): where a stage takes a lock it must hold only briefly."""
 
 
 class Gap(RuntimeError):
@@ -156,8 +162,22 @@ class BatchProcessor(Service):
         return f"processor:{self.handler.name}"
 
     async def connection(self) -> psycopg.AsyncConnection:
+        """The worker's connection. A worker that stops inside a transaction (a frozen process or
+        VM, a cut network) must not hold its locks for ever, nor may one wait for ever on them:
+        the server ends such a transaction after ``idle_in_transaction_s`` idle (longer than any
+        wait for the broker inside one) or, from PostgreSQL 17, ``transaction_timeout_s`` in all
+        (a worker frozen in the middle of a COPY is not idle), and a lock wait ends after
+        ``lock_timeout_s``; all are retried as outages."""
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(self.settings.database_url)
+            s = self.settings
+            conn = await psycopg.AsyncConnection.connect(
+                s.database_url, options=f"-c idle_in_transaction_session_timeout="
+                f"{int(s.idle_in_transaction_s * 1000)} -c lock_timeout={int(s.lock_timeout_s * 1000)}")
+            if conn.info.server_version >= 170000:
+                await conn.execute("SELECT set_config('transaction_timeout', %s, false)",
+                                   (str(int(s.transaction_timeout_s * 1000)),))
+                await conn.commit()
+            self._conn = conn
         return self._conn
 
     async def start_handler(self) -> None:
@@ -364,10 +384,10 @@ class BatchProcessor(Service):
                     await self._reseek()
                 raise Dropped(str(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - sorted into outages and poison below
-                self._drop_broken_connection()
+                outage = is_outage(exc) or self._drop_broken_connection()
                 quarantining = len(items) == 1 and isinstance(items[0][1], Refused)
-                if is_outage(exc) or quarantining:
-                    log.log(logging.ERROR if quarantining and not is_outage(exc) else logging.WARNING,
+                if outage or quarantining:
+                    log.log(logging.ERROR if quarantining and not outage else logging.WARNING,
                             "%s: batch failed (%r), retrying in %.1fs", self.handler.name, exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
@@ -420,6 +440,7 @@ class BatchProcessor(Service):
                                      failed_at)
                 if moved:
                     await store.save_positions(conn, name, topic, moved)
+                await self.handler.before_commit(conn)
             self._written.update(moved)
             if on_commit is not None:
                 on_commit()
@@ -436,9 +457,13 @@ class BatchProcessor(Service):
         held = {tp.partition for tp in self.assigned}
         return all(r.partition in held for r, _ in items)
 
-    def _drop_broken_connection(self) -> None:
+    def _drop_broken_connection(self) -> bool:
+        """Forget a connection that a failure left broken; whether it did (then the failure was
+        the connection's, not a record's)."""
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn = None
+            return True
+        return False
 
     async def _database_answers(self) -> bool:
         """Before a record is refused as poison: is the database up? (An outage is retried.)"""

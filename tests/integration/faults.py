@@ -81,7 +81,9 @@ def spawn_worker(settings: Settings, state_dir: Path, stages: str = "identity,pr
            "TOPIC_PREFIX": settings.topic_prefix,
            "CONSUMER_GROUP_PREFIX": settings.consumer_group_prefix,
            "SIGNING_KEY": settings.signing_key, "BATCH_MAX_RECORDS": str(batch_max_records),
-           "BATCH_TIMEOUT_MS": str(settings.batch_timeout_ms), "STATE_DIR": str(state_dir)}
+           "BATCH_TIMEOUT_MS": str(settings.batch_timeout_ms), "STATE_DIR": str(state_dir),
+           # a worker frozen in a transaction loses it (and its locks) within seconds, not minutes
+           "IDLE_IN_TRANSACTION_S": "5", "TRANSACTION_TIMEOUT_S": "8", "LOCK_TIMEOUT_S": "3"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return Worker([sys.executable, "-m", "services.cli", "worker", "--stages", stages,
                    "--loglevel", "warning"], state_dir / "worker.log", name, env=env)
