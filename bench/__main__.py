@@ -1,5 +1,5 @@
-"""`python -m bench [--quick] [--events N] [--out FILE] [--baseline REF]`: measure the platform beside its limits
-(BENCHMARKS.md says how each figure is measured)."""
+"""`python -m bench [--quick] [--events N] [--out FILE] [--baseline REF]`: measure the platform
+beside its limits (BENCHMARKS.md says how each figure is measured)."""
 
 from __future__ import annotations
 
