@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from services import models_cli
 from services.config import get_settings
 
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("schemas", help="write schemas/ from the event models (--check: compare)")
     p.add_argument("--check", action="store_true")
     p.set_defaults(func=_schemas)
+    models_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""Customer value: the purchase and spend models (``models``); the projection comes later."""
