@@ -25,9 +25,10 @@ CREATE TABLE IF NOT EXISTS orders (
 
 _ARRAY = "string_to_array(%s, chr(31))"  # one packed list (projections.sql) per column
 _COLUMNS = "customer_id, order_id, status, amount, currency, occurred_at, event_id, placed_at"
-_SELECT = ("customer_id::text, order_id, status, amount::text, currency, "
-           "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-           "event_id::text, to_char(placed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+# The columns of an OrderState, times in the log's format (of rows named ``o``).
+SELECT = ("o.customer_id::text, o.order_id, o.status, o.amount::text, o.currency, "
+          "to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+          "o.event_id::text, to_char(o.placed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
 
 
 def _state(row: tuple) -> OrderState:
@@ -40,7 +41,7 @@ async def load(conn: psycopg.AsyncConnection,
     if not keys:
         return {}
     cur = await conn.execute(
-        f"SELECT {_SELECT} FROM orders WHERE (customer_id, order_id) IN ("
+        f"SELECT {SELECT} FROM orders o WHERE (customer_id, order_id) IN ("
         f"SELECT c::uuid, o FROM unnest({_ARRAY}, {_ARRAY}) AS k(c, o))",
         (pack([k[0] for k in keys]), pack([k[1] for k in keys])))
     return {(r[0], r[1]): _state(r) for r in await cur.fetchall()}
@@ -62,8 +63,3 @@ async def save(conn: psycopg.AsyncConnection, states: list[OrderState]) -> None:
         "placed_at = excluded.placed_at, updated_at = now()",
         tuple(pack(list(col)) for col in columns[:7]) + (pack(placed),))
 
-
-async def of_customers(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> list[OrderState]:
-    cur = await conn.execute(f"SELECT {_SELECT} FROM orders WHERE customer_id = ANY(%s::uuid[])",
-                             (customer_ids,))
-    return [_state(r) for r in await cur.fetchall()]

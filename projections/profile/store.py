@@ -9,11 +9,13 @@ customers the identity graph linked (``fold.merge``), so a link never rewrites s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
 
+from projections.orders import store as orders
+from projections.orders.fold import OrderState
 from projections.profile.fold import open_complaints
 from projections.sql import UNPACK, array_literal, copy_field, pack
 
@@ -88,22 +90,30 @@ async def load_states(conn: psycopg.AsyncConnection, customer_ids: list[str]) ->
     return dict(await cur.fetchall())
 
 
-async def load_cluster(conn: psycopg.AsyncConnection, customer_id: str
-                       ) -> tuple[str, list[str], dict[str, dict[str, Any]]] | None:
-    """For a customer: the canonical id of its identity cluster, every customer id in the cluster,
-    and the state documents among them, in one round trip (``None``: no such customer). The
-    graph is flat (``identity.store.save`` repoints every member of a merged cluster), so the
-    members are the customers that share the canonical id."""
+class Cluster(NamedTuple):
+    canonical_id: str
+    members: list[str]  # every customer id of the identity cluster, sorted
+    states: dict[str, dict[str, Any]]  # the profile state documents among them
+    orders: list[OrderState]  # the order ledger's rows of the members
+
+
+async def load_cluster(conn: psycopg.AsyncConnection, customer_id: str) -> Cluster | None:
+    """For a customer: its identity cluster with the members' profiles and orders, in one round
+    trip (``None``: no such customer). The graph is flat (``identity.store.save`` repoints every
+    member of a merged cluster), so the members are the customers that share the canonical id."""
     cur = await conn.execute(
-        "SELECT c.canonical_id::text, m.customer_id::text, p.state FROM identity_customers c "
-        "JOIN identity_customers m ON m.canonical_id = c.canonical_id "
+        "SELECT c.canonical_id::text, m.customer_id::text, p.state, "
+        f"(SELECT json_agg(json_build_array({orders.SELECT})) FROM orders o "
+        " WHERE o.customer_id = m.customer_id) "
+        "FROM identity_customers c JOIN identity_customers m ON m.canonical_id = c.canonical_id "
         "LEFT JOIN profiles p ON p.customer_id = m.customer_id WHERE c.customer_id = %s",
         (customer_id,))
     rows = await cur.fetchall()
     if not rows:
         return None
-    found = {cid: state for _, cid, state in rows if state is not None}
-    return rows[0][0], sorted(cid for _, cid, _ in rows), found
+    return Cluster(rows[0][0], sorted(cid for _, cid, _, _ in rows),
+                   {cid: state for _, cid, state, _ in rows if state is not None},
+                   [OrderState(*o) for *_, found in rows for o in found or ()])
 
 
 async def save_states(conn: psycopg.AsyncConnection, states: dict[str, dict[str, Any]]) -> dict[str, str]:

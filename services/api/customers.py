@@ -14,7 +14,6 @@ from events.envelope import normalise_email, normalise_phone, normalise_uuid
 from projections.contacts import store as contacts
 from projections.identity import store as identity
 from projections.orders import fold as ledger
-from projections.orders import store as orders
 from projections.profile import fold
 from projections.profile import store as profiles
 
@@ -72,13 +71,12 @@ async def _cluster(conn: AsyncConnection, customer_id: str) -> tuple[str, list[s
 async def profile_of(conn: AsyncConnection, customer_id: str) -> dict[str, Any] | None:
     """The merged profile of a customer's identity cluster; 404 for an unknown customer."""
     found = await _found(conn, customer_id, profiles.load_cluster)
-    root, members, states = found
-    if not states:
+    if not found.states:
         return None
     merged = fold.new_state()
-    for state in states.values():
+    for state in found.states.values():
         merged = fold.merge(merged, state)
-    return present(merged, root, members, ledger.summary(await orders.of_customers(conn, members)))
+    return present(merged, found.canonical_id, found.members, ledger.summary(found.orders))
 
 
 @router.get("/{customer_id}")
