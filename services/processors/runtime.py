@@ -106,7 +106,8 @@ class Handler(Protocol):
 
     async def before_commit(self, conn: psycopg.AsyncConnection) -> None:
         """The batch's last statements, right before it commits (after the dead letters and the
-        positions): where a stage takes a lock it must hold only briefly."""
+        positions), in every transaction where ``handle`` ran: where a stage takes a lock it
+        must hold only briefly."""
 
 
 class Gap(RuntimeError):
@@ -440,7 +441,8 @@ class BatchProcessor(Service):
                                      failed_at)
                 if moved:
                     await store.save_positions(conn, name, topic, moved)
-                await self.handler.before_commit(conn)
+                if good:  # the handler's state is this transaction's only if handle ran in it
+                    await self.handler.before_commit(conn)
             self._written.update(moved)
             if on_commit is not None:
                 on_commit()
