@@ -22,9 +22,10 @@ import psycopg
 from bench import importable
 from bench.env import END, BenchEnv, cpu_seconds, wait_until
 from bench.loadgen import measure
-from bench.pipeline import caught_up, topic_ends
+from bench.pipeline import caught_up
 from services.config import Settings
 from services.infra.broker import free_port
+from services.kafka import topic_ends
 from services.sample import SampleSpec, generate
 from services.sdk import TouchstreamProducer
 

@@ -12,12 +12,11 @@ import asyncio
 import time
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.baseline import Baseline
 from bench.env import BenchEnv, cpu_seconds, rss_mb, wait_until
 from bench.limits import produce
-from services.config import Settings
+from services.kafka import topic_ends
 
 STAGES = ("identity", "projections")
 ROW_TABLES = ("contacts", "ts_processed_events", "profiles", "identity_keys", "identity_customers",
@@ -34,23 +33,6 @@ def _assigned(conn: psycopg.Connection, partitions: int) -> bool:
     for processor, parts in conn.execute("SELECT processor, partitions FROM ts_workers").fetchall():
         held.setdefault(processor, set()).update(parts)
     return all(held.get(s, set()) >= set(range(partitions)) for s in STAGES)
-
-
-async def topic_ends(settings: Settings, topic: str) -> dict[int, int]:
-    """Last offset per partition, from the high watermark of a fetch response."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning()
-        deadline = time.monotonic() + 30
-        while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
-            await consumer.getmany(timeout_ms=200, max_records=1)
-        return {tp.partition: (consumer.highwater(tp) or 0) - 1 for tp in tps}
-    finally:
-        await consumer.stop()
 
 
 def caught_up(conn: psycopg.Connection, processor: str, ends: dict[int, int]) -> bool:

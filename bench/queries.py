@@ -20,9 +20,10 @@ from bench.env import BenchEnv, cpu_seconds, raw_records
 from bench.ingest import drain
 from bench.limits import produce
 from bench.loadgen import measure
-from bench.pipeline import caught_up, topic_ends
+from bench.pipeline import caught_up
 from services.config import Settings
 from services.infra.broker import free_port
+from services.kafka import topic_ends
 
 RATE = 500
 ENDPOINTS = {"profile": "/v1/customers/{}", "timeline": "/v1/customers/{}/timeline"}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from crc32c import crc32c
 
 from services.config import Settings
@@ -105,3 +106,23 @@ async def send_keyed(prod: AIOKafkaProducer, topic: str, records: Sequence[Recor
     for error in await send_grouped(prod, topic, records):
         if error is not None:
             raise error
+
+
+async def topic_ends(settings: Settings, topic: str, timeout_s: float = 30) -> dict[int, int]:
+    """Last offset per partition of ``topic`` (-1: empty), from the high watermarks of fetch
+    responses: the embedded broker's ListOffsets answers wrong ends (DESIGN.md)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning()
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.highwater(tp) is None for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no high watermark for {topic} in {timeout_s}s")
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        return {tp.partition: consumer.highwater(tp) - 1 for tp in tps}
+    finally:
+        await consumer.stop()

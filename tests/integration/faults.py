@@ -30,6 +30,7 @@ from aiokafka.structs import ConsumerRecord
 from psycopg.conninfo import make_conninfo
 
 from services.config import Settings
+from services.kafka import topic_ends
 from services.processors.dlq import parse_headers
 from services.processors.identity import read, resolved_record
 from services.sample import SampleSpec, generate
@@ -204,25 +205,6 @@ class PacedPublisher:
 
 
 # -- the end of a stream -------------------------------------------------------------------------
-
-async def topic_ends(settings: Settings, topic: str) -> dict[int, int]:
-    """Last offset per partition (-1: empty), from the high watermarks of fetch responses (the
-    embedded broker's ListOffsets is wrong)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning()
-        deadline = time.monotonic() + 30
-        while any(consumer.highwater(tp) is None for tp in tps):
-            assert time.monotonic() < deadline, f"no high watermark for {topic}"
-            await consumer.getmany(timeout_ms=200, max_records=1)
-        return {tp.partition: consumer.highwater(tp) - 1 for tp in tps}
-    finally:
-        await consumer.stop()
-
 
 async def drained(settings: Settings, workers: Sequence[Worker] = (),
                   timeout_s: float = 120) -> None:

@@ -48,21 +48,7 @@ def test_many_events_are_all_acknowledged_in_order_per_key(settings):
             sdk.publish(e)
         sdk.flush()
 
-    async def read() -> list:
-        consumer = AIOKafkaConsumer(settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        got: list = []
-        try:
-            while len(got) < len(events):
-                batch = await consumer.getmany(timeout_ms=1000)
-                assert batch, f"only {len(got)} of {len(events)} records arrived"
-                got += [r for rs in batch.values() for r in rs]
-        finally:
-            await consumer.stop()
-        return got
-
-    records = sorted(asyncio.run(read()), key=lambda r: (r.partition, r.offset))
+    records = sorted(asyncio.run(_read_all(settings, len(events))), key=lambda r: (r.partition, r.offset))
     for key in {r.key for r in records}:
         sent = [e["event_id"] for e in events if e["customer"]["email"].encode() == key]
         assert [orjson.loads(r.value)["event_id"] for r in records if r.key == key] == sent
