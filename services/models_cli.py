@@ -8,13 +8,14 @@ amounts are decimal numbers >= 0. Bad rows are reported with their line numbers.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import re
 import sys
 import time
 from contextlib import nullcontext
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,10 +97,47 @@ def _transaction(row: list[str], at: list[int]) -> Transaction:
 def _cohort(args: argparse.Namespace) -> Cohort:
     from projections.value.models import summarise
 
-    cohort = summarise(read_transactions(args.transactions), args.calibration_end)
+    source = args.transactions or "the order ledger"
+    transactions = (read_transactions(args.transactions) if args.transactions
+                    else asyncio.run(_ledger(database_url())))
+    cohort = summarise(transactions, args.calibration_end)
     if not len(cohort):
-        raise TransactionsError(f"{args.transactions}: no purchase on or before {args.calibration_end}")
+        raise TransactionsError(f"{source}: no purchase on or before {args.calibration_end}")
     return cohort
+
+
+def database_url() -> str:
+    """The configured database, or the embedded one ``make run`` is running under STATE_DIR."""
+    from services.config import get_settings
+
+    s = get_settings()
+    if s.database_url:
+        return s.database_url
+    pgdata = Path(s.state_dir, "pgdata").resolve()
+    if not (pgdata / "postmaster.pid").exists():
+        raise TransactionsError(f"no database: set DATABASE_URL, or start `make run` (its embedded "
+                                f"PostgreSQL lives in {pgdata})")
+    return f"postgresql://postgres:@/postgres?host={pgdata}"
+
+
+async def _ledger(url: str) -> list[Transaction]:
+    import psycopg
+
+    from projections.value import store
+
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        return await store.ledger_transactions(conn)
+
+
+async def _store(url: str, cohort: Cohort, models: tuple[BgNbd, GammaGamma], source: str,
+                 activate: bool) -> int:
+    import psycopg
+
+    from projections.value import store
+
+    data = {"source": source, "customers": len(cohort), "repeat_customers": int((cohort.x > 0).sum())}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await store.save(conn, cohort.calibration_end, *models, data, activate=activate)
 
 
 def _fit_both(cohort: Cohort) -> tuple[BgNbd, GammaGamma]:
@@ -130,6 +168,46 @@ def _fit(args: argparse.Namespace) -> None:
     cohort = _cohort(args)
     models = _fit_both(cohort)
     print(_report(cohort, models, time.perf_counter() - started, args.json))
+    if args.store or not args.transactions:  # a fit on the ledger is kept unless --dry-run
+        if args.dry_run:
+            return
+        version = asyncio.run(_store(database_url(), cohort, models,
+                                     args.transactions or "ledger", not args.no_activate))
+        state = "kept, not active" if args.no_activate else "active"
+        print(f"model set version {version}: {state}", file=sys.stderr if args.json else sys.stdout)
+
+
+def _list(args: argparse.Namespace) -> None:
+    import psycopg
+
+    from projections.value import store
+
+    async def sets() -> list:
+        async with await psycopg.AsyncConnection.connect(database_url()) as conn:
+            return await store.history(conn, args.limit)
+
+    for m in asyncio.run(sets()):
+        p, s = m.purchases, m.spend
+        print(f"{m.version:>5} {'active' if m.active else '      '} {m.fitted_at:%Y-%m-%d %H:%M} "
+              f"calibration end {m.calibration_end}  {m.data.get('source')}: "
+              f"{m.data.get('customers')} customers  r {p.r:.4g} alpha {p.alpha:.4g} a {p.a:.4g} "
+              f"b {p.b:.4g}  p {s.p:.4g} q {s.q:.4g} gamma {s.gamma:.4g}")
+
+
+def _activate(args: argparse.Namespace) -> None:
+    import psycopg
+
+    from projections.value import store
+
+    async def go() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as conn:
+            await store.activate(conn, args.version)
+
+    try:
+        asyncio.run(go())
+    except LookupError as e:
+        raise TransactionsError(str(e)) from None
+    print(f"model set version {args.version}: active")
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -153,11 +231,13 @@ def _score(args: argparse.Namespace) -> None:
 
 def _run(func: Any) -> Any:
     def run(args: argparse.Namespace) -> None:
+        import psycopg
+
         from projections.value.models import FitError
 
         try:
             func(args)
-        except (FitError, TransactionsError, OSError) as e:
+        except (FitError, TransactionsError, OSError, psycopg.Error) as e:
             sys.exit(f"touchstream models: {e}")
     return run
 
@@ -182,17 +262,26 @@ def _number(low: float, what: str) -> Any:
 
 
 def add_parser(sub: Any) -> None:
-    """Add `models fit` and `models score` to the `touchstream` command."""
+    """Add `models fit|score|list|activate` to the `touchstream` command."""
     models = sub.add_parser("models", help="fit the purchase (BG/NBD) and spend (Gamma-Gamma) models")
     commands = models.add_subparsers(dest="models_command", required=True)
-    for name, func, text in (("fit", _fit, "fit on a transactions CSV and print the parameters"),
-                             ("score", _score, "fit, then write one row per customer (CSV)")):
+    for name, func, text in (("fit", _fit, "fit on the order ledger (kept and made active) or on a "
+                                           "transactions CSV, and print the parameters"),
+                             ("score", _score, "fit on a CSV, then write one row per customer (CSV)")):
         p = commands.add_parser(name, help=text)
-        p.add_argument("--transactions", required=True, metavar="FILE.csv", help="customer_id,date,amount")
-        p.add_argument("--calibration-end", required=True, type=_day, metavar="DATE",
-                       help="last day of the calibration period (inclusive)")
+        ledger = " (default: the order ledger)" if name == "fit" else ""
+        p.add_argument("--transactions", required=name == "score", metavar="FILE.csv",
+                       help=f"customer_id,date,amount{ledger}")
+        p.add_argument("--calibration-end", required=name == "score", type=_day, metavar="DATE",
+                       default=datetime.now(UTC).date(),
+                       help="last day of the calibration period, inclusive"
+                            + (" (default: today)" if name == "fit" else ""))
         if name == "fit":
             p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+            p.add_argument("--store", action="store_true",
+                           help="keep a fit on a CSV in the database (and make it active)")
+            p.add_argument("--no-activate", action="store_true", help="keep the set, do not make it active")
+            p.add_argument("--dry-run", action="store_true", help="fit on the ledger without keeping it")
         else:
             p.add_argument("--horizon-weeks", required=True, type=_number(0, "a number of weeks >= 0"),
                            metavar="N", help="weeks ahead, for expected_purchases and expected_value")
@@ -200,3 +289,9 @@ def add_parser(sub: Any) -> None:
                            metavar="R", help="annual rate for the expected value (default 0: undiscounted)")
             p.add_argument("--output", metavar="FILE", help="default: standard output")
         p.set_defaults(func=_run(func))
+    p = commands.add_parser("list", help="the stored model sets, newest first")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=_run(_list))
+    p = commands.add_parser("activate", help="make a stored model set the active one")
+    p.add_argument("version", type=int)
+    p.set_defaults(func=_run(_activate))

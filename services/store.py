@@ -57,13 +57,14 @@ def create_tables(conn: psycopg.Connection, schema: str = "public",
 def migrate(url: str, schema: str = "public") -> None:
     """Create every table once; safe when several processes start at the same time."""
     from projections.identity.store import DDL as IDENTITY
+    from projections.value.store import DDL as VALUE_MODELS
     from services.changes import DDL as CHANGES
     from services.processors.dlq import DDL as DEAD_LETTERS
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
-            for ddl in (RUNTIME_DDL, IDENTITY, DEAD_LETTERS, CHANGES):
+            for ddl in (RUNTIME_DDL, IDENTITY, DEAD_LETTERS, CHANGES, VALUE_MODELS):
                 conn.execute(ddl)
             create_tables(conn, schema)
         finally:
