@@ -2,9 +2,9 @@
 
 PostgreSQL refuses NUL in text and jsonb, and the read models pack lists with the unit separator,
 so no string carries a C0 control character (U+0000-U+001F). Prose written by people (complaint
-text, call topic, e-mail subject) keeps tab, line feed and carriage return. The checks are
-pydantic-core patterns, run in Rust before any Python validator; the same patterns are published
-in the JSON Schemas, and `control_reason` names the character a refused string holds.
+and feedback text, call topic, e-mail subject) keeps tab, line feed and carriage return. The
+checks are pydantic-core patterns, run in Rust before any Python validator; the same patterns are
+published in the JSON Schemas, and `control_reason` names the character a refused string holds.
 """
 
 import re

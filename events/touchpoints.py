@@ -1,11 +1,13 @@
 """The touchpoint types: one past-tense payload each, and the envelope that carries it."""
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic.json_schema import JsonDict
 
 from events.envelope import Payload, TouchpointEvent
+from events.identifiers import UuidStr
 from events.strings import LINE, text_field
 
 Direction = Literal["inbound", "outbound"]
@@ -96,6 +98,49 @@ class ComplaintFiled(Payload):
     status: Literal["open", "resolved"] = "open"
 
 
+# The scores of each satisfaction scale: CSAT (customer satisfaction, 1 to 5) and NPS (net
+# promoter score: how likely to recommend us, 0 to 10).
+SCORES: Final = {"csat": range(1, 6), "nps": range(0, 11)}
+_ANY_SCORE = range(0, 11)
+_SCORE_PER_SCALE: JsonDict = {
+    "allOf": [
+        {
+            "if": {"properties": {"scale": {"const": scale}}, "required": ["scale"]},
+            "then": {"properties": {"score": {"minimum": scores[0], "maximum": scores[-1]}}},
+        }
+        for scale, scores in SCORES.items()
+    ]
+}
+
+
+class FeedbackGiven(Payload):
+    """The customer rated their satisfaction, on a CSAT or an NPS scale, perhaps about an order,
+    a complaint or a call. A signal of how they feel, never proof that they will stay."""
+
+    model_config = ConfigDict(json_schema_extra=_SCORE_PER_SCALE)
+
+    scale: Literal["csat", "nps"]
+    score: int = Field(  # bounds checked below, so that a refusal names the scale
+        description="CSAT: 1 (very dissatisfied) to 5 (very satisfied); NPS: 0 to 10 (9 and 10 "
+        "are promoters, 7 and 8 passives, 0 to 6 detractors).",
+        json_schema_extra={"minimum": _ANY_SCORE[0], "maximum": _ANY_SCORE[-1]},
+    )
+    text: str | None = text_field(5000, prose=True, default=None)
+    order_id: str | None = text_field(64, min_length=1, default=None)
+    complaint_id: str | None = text_field(64, min_length=1, default=None)
+    call_event_id: UuidStr | None = Field(None, description="The event_id of the call touchpoint.")
+
+    @field_validator("score")
+    @classmethod
+    def _on_its_scale(cls, score: int, info: ValidationInfo) -> int:
+        scale: str = info.data.get("scale", "")  # absent when the scale itself was refused
+        scores = SCORES.get(scale, _ANY_SCORE)
+        if score not in scores:
+            what = {"csat": "a csat score", "nps": "an nps score"}.get(scale, "a score")
+            raise ValueError(f"{what} is {scores[0]} to {scores[-1]}")
+        return score
+
+
 class CallTouchpoint(TouchpointEvent):
     """The envelope of a call touchpoint: payload is CallLogged."""
 
@@ -131,8 +176,20 @@ class ComplaintTouchpoint(TouchpointEvent):
     payload: ComplaintFiled
 
 
+class FeedbackTouchpoint(TouchpointEvent):
+    """The envelope of a feedback touchpoint: payload is FeedbackGiven."""
+
+    type: Literal["feedback"] = "feedback"
+    payload: FeedbackGiven
+
+
 Touchpoint = Annotated[
-    CallTouchpoint | EmailTouchpoint | WebVisitTouchpoint | OrderTouchpoint | ComplaintTouchpoint,
+    CallTouchpoint
+    | EmailTouchpoint
+    | WebVisitTouchpoint
+    | OrderTouchpoint
+    | ComplaintTouchpoint
+    | FeedbackTouchpoint,
     Field(discriminator="type"),
 ]
 ENVELOPES: dict[str, type[TouchpointEvent]] = {
@@ -141,5 +198,6 @@ ENVELOPES: dict[str, type[TouchpointEvent]] = {
     "web_visit": WebVisitTouchpoint,
     "order": OrderTouchpoint,
     "complaint": ComplaintTouchpoint,
+    "feedback": FeedbackTouchpoint,
 }
 TOUCHPOINT_TYPES = tuple(ENVELOPES)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from events.touchpoints import SCORES
+
 
 class ContactRow(NamedTuple):
     customer_id: str
@@ -45,8 +47,19 @@ def _complaint(p: dict) -> str:
     return f"Complaint {p['complaint_id']} {state} ({p['severity']}, {p['category']})"
 
 
+def _feedback(p: dict) -> str:
+    """Like: CSAT 2/5 about order O-1: Late again (line breaks of the text become spaces)."""
+    text = f"{p['scale'].upper()} {p['score']}/{SCORES[p['scale']][-1]}"
+    about = [f"{what} {p[key]}" for what, key in (
+        ("order", "order_id"), ("complaint", "complaint_id"), ("call", "call_event_id")) if p.get(key)]
+    if about:
+        text += f" about {', '.join(about)}"
+    words = " ".join((p.get("text") or "").split())
+    return f"{text}: {words}" if words else text
+
+
 SUMMARIES = {"call": _call, "email": _email, "web_visit": _web_visit, "order": _order,
-             "complaint": _complaint}
+             "complaint": _complaint, "feedback": _feedback}
 
 
 def summary(event: dict[str, Any]) -> str:

@@ -6,13 +6,16 @@ form. The fold is a commutative monoid: folding events in any order, or merging 
 parts of a history (``merge``), gives the same state. That makes out-of-order delivery harmless
 and lets reads merge the profiles of customers that the identity graph linked, without
 rewriting history. Orders are not folded here: their counts and spend come from the order
-ledger (``projections.orders``), where a re-sent order counts once.
+ledger (``projections.orders``), where a re-sent order counts once. Documents stored before a
+field existed lack its key; the fold reads a missing ``satisfaction`` as empty.
 """
 
 from __future__ import annotations
 
 from bisect import insort
 from typing import Any, NamedTuple
+
+from events.touchpoints import SCORES
 
 
 class Touch(NamedTuple):
@@ -28,6 +31,7 @@ class Touch(NamedTuple):
     external_ids: list[tuple[str, str]]
     attributes: list[tuple[str, Any]]
     complaint: tuple[str, str] | None  # (complaint id, status)
+    feedback: tuple[str, int] | None  # (scale, score)
 
 
 def read_touch(event: dict[str, Any]) -> Touch:
@@ -48,18 +52,25 @@ def read_touch(event: dict[str, Any]) -> Touch:
         if any(type(s) is not str_ or type(v) is not str_ for s, v in ext):
             raise TypeError("external ids must be strings")
     attributes = list(customer["attributes"].items()) if customer.get("attributes") else []
-    complaint = None
+    complaint: tuple[str, str] | None = None
+    feedback: tuple[str, int] | None = None
     if kind == "complaint":
         payload = event["payload"]
         complaint = (str(payload["complaint_id"]), str(payload.get("status", "open")))
-    return Touch(cid, at, event_id, kind, channel, email, phone, ext, attributes, complaint)
+    elif kind == "feedback":
+        scale, score = event["payload"]["scale"], event["payload"]["score"]
+        if type(scale) is not str_ or type(score) is not int or score not in SCORES[scale]:
+            raise ValueError("feedback needs a known scale and a score on it")
+        feedback = (scale, score)
+    return Touch(cid, at, event_id, kind, channel, email, phone, ext, attributes, complaint,
+                 feedback)
 
 
 def new_state() -> dict[str, Any]:
     """The state document of a profile with no events."""
     return {"emails": [], "phones": [], "external_ids": {}, "attributes": {}, "first_seen": None,
             "last_seen": None, "events_count": 0, "by_channel": {}, "by_type": {},
-            "complaints": {}, "last_contact": None}
+            "complaints": {}, "last_contact": None, "satisfaction": {}}
 
 
 def _later(held: list | None, at: str, event_id: str) -> bool:
@@ -96,6 +107,22 @@ def add_touch(state: dict[str, Any], t: Touch) -> None:
     if lc is None or (at, event_id) > (lc["occurred_at"], lc["event_id"]):
         state["last_contact"] = {"event_id": event_id, "type": t.type, "channel": t.channel,
                                  "occurred_at": at}
+    if t.feedback is not None:
+        _add_feedback(state.setdefault("satisfaction", {}), at, event_id, *t.feedback)
+
+
+def _add_feedback(satisfaction: dict[str, Any], at: str, event_id: str, scale: str,
+                  score: int) -> None:
+    """Per scale: the latest score (by event time, then event id, as attributes) and how many
+    times each score was given (JSON keys are strings), from which the average and the NPS
+    groups follow."""
+    held = satisfaction.get(scale)
+    if held is None:
+        held = satisfaction[scale] = {"latest": None, "counts": {}}
+    if _later(held["latest"], at, event_id):
+        held["latest"] = [at, event_id, score]
+    counts, key = held["counts"], str(score)
+    counts[key] = counts.get(key, 0) + 1
 
 
 def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +153,20 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     contacts = [c for c in (a["last_contact"], b["last_contact"]) if c is not None]
     out["last_contact"] = max(contacts, key=lambda c: (c["occurred_at"], c["event_id"]),
                               default=None)
+    out["satisfaction"] = _merge_satisfaction(a.get("satisfaction", {}), b.get("satisfaction", {}))
+    return out
+
+
+def _merge_satisfaction(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for scale in sorted(a.keys() | b.keys()):
+        both = [held for held in (a.get(scale), b.get(scale)) if held is not None]
+        counts: dict[str, int] = {}
+        for held in both:
+            for score, n in held["counts"].items():
+                counts[score] = counts.get(score, 0) + n
+        out[scale] = {"latest": max((held["latest"] for held in both), key=lambda s: (s[0], s[1])),
+                      "counts": counts}
     return out
 
 

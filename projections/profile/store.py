@@ -53,7 +53,8 @@ SELECT p.customer_id, p.emails, p.phones, (p.state -> 'external_ids')::jsonb AS 
             WHERE o.customer_id = p.customer_id AND o.status = 'placed' GROUP BY currency) s)
            AS spend,
        p.open_complaints, (p.state -> 'complaints')::jsonb AS complaints,
-       (p.state -> 'last_contact')::jsonb AS last_contact, p.updated_at
+       (p.state -> 'last_contact')::jsonb AS last_contact,
+       coalesce((p.state -> 'satisfaction')::jsonb, '{}') AS satisfaction, p.updated_at
 FROM profiles p;
 """
 

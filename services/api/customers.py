@@ -11,6 +11,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import normalise_email, normalise_phone, normalise_uuid
+from events.touchpoints import SCORES
 from projections.contacts import store as contacts
 from projections.identity import store as identity
 from projections.orders import fold as ledger
@@ -49,7 +50,31 @@ def present(state: dict[str, Any], root: str, members: list[str],
                        "all": {k: {"status": c[2], "occurred_at": c[0]}
                                for k, c in sorted(state["complaints"].items())}},
         "last_contact": state["last_contact"],
+        "satisfaction": satisfaction(state.get("satisfaction", {})),
     }
+
+
+NPS_GROUPS = {"promoters": range(9, 11), "passives": range(7, 9), "detractors": range(0, 7)}
+
+
+def satisfaction(held: dict[str, Any]) -> dict[str, Any]:
+    """Per scale (null if never answered): the latest score with its time, the average (2
+    decimals) and the number of answers; NPS answers also counted as promoters, passives and
+    detractors. A signal of how a customer feels, not of whether they stay."""
+    out: dict[str, Any] = {}
+    for scale in SCORES:
+        if scale not in held:
+            out[scale] = None
+            continue
+        latest, counts = held[scale]["latest"], {int(k): n for k, n in held[scale]["counts"].items()}
+        answers = sum(counts.values())
+        out[scale] = {"latest": {"score": latest[2], "occurred_at": latest[0]},
+                      "average": round(sum(k * n for k, n in counts.items()) / answers, 2),
+                      "count": answers}
+        if scale == "nps":
+            out[scale] |= {group: sum(n for k, n in counts.items() if k in scores)
+                           for group, scores in NPS_GROUPS.items()}
+    return out
 
 
 async def _found(conn: AsyncConnection, customer_id: str, lookup: Callable[..., Awaitable[Any]]) -> Any:

@@ -51,9 +51,10 @@ def touchpoint(kind: str = "call", *, email: str | None = None, phone: str | Non
                   "items": [{"sku": "A", "quantity": 1, "unit_price": "10.00"}]},
         "complaint": {"complaint_id": "K-1", "category": "delivery", "severity": "high",
                       "text": "Late."},
+        "feedback": {"scale": "csat", "score": 4},
     }[kind]
     channel = {"call": "phone", "email": "email", "web_visit": "web", "order": "web",
-               "complaint": "chat"}[kind]
+               "complaint": "chat", "feedback": "email"}[kind]
     customer = {k: v for k, v in (("email", email), ("phone", phone)) if v}
     return {"event_id": event_id or str(uuid.uuid4()), "type": kind, "customer": customer,
             "occurred_at": at.isoformat(), "channel": channel, "source": "test",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -36,6 +37,28 @@ async def test_http_and_sdk_events_reach_profile_and_timeline(settings):
         assert [i["type"] for i in timeline["items"]] == ["order", "call"] or \
             {i["type"] for i in timeline["items"]} == {"order", "call"}
         assert all(i["summary"] for i in timeline["items"])
+
+
+async def test_feedback_reaches_the_profiles_satisfaction_and_the_timeline(settings):
+    email = f"fay.{uuid.uuid4().hex[:6]}@example.com"
+    at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    answers = [
+        touchpoint("feedback", email=email, at=at, score=2, order_id="O-1", text="Late again.\nTwice."),
+        touchpoint("feedback", email=email, at=at + timedelta(days=1), score=5),
+        touchpoint("feedback", email=email, at=at - timedelta(days=1), scale="nps", score=6),
+    ]
+    async with running_stages(settings), api_client(settings) as client:
+        response = await client.post("/v1/touchpoints/batch", json={"events": answers})
+        assert response.status_code == 202, response.text
+        profile = await eventually(lambda: _has_events(client, email, 3))
+        assert profile["satisfaction"] == {
+            "csat": {"latest": {"score": 5, "occurred_at": "2026-03-02T10:00:00.000000Z"},
+                     "average": 3.5, "count": 2},
+            "nps": {"latest": {"score": 6, "occurred_at": "2026-02-28T10:00:00.000000Z"},
+                    "average": 6.0, "count": 1, "promoters": 0, "passives": 0, "detractors": 1}}
+        timeline = (await client.get(f"/v1/customers/{profile['customer_id']}/timeline")).json()
+        assert [i["summary"] for i in timeline["items"]] == [
+            "CSAT 5/5", "CSAT 2/5 about order O-1: Late again. Twice.", "NPS 6/10"]
 
 
 async def _has_events(client, email: str, n: int) -> dict | None:

@@ -37,7 +37,7 @@ def _envelope(**extra: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda e: {**e, **extra}
 
 
-# (what, how a good complaint or order event is spoilt, the field named, part of the reason)
+# (what, how a good complaint, order or feedback event is spoilt, the field named, part of the reason)
 COMPLAINTS: list[Case] = [
     ("NUL in source", _envelope(source="cr\x00m"), "source", "(found U+0000)"),
     ("unit separator in source", _envelope(source="cr\x1fm"), "source", "(found U+001F)"),
@@ -68,6 +68,16 @@ ORDERS: list[Case] = [
      "(found U+001F)"),
     ("amount of the wrong type", _payload(amount=[10]), "payload.amount", ""),
 ]
+FEEDBACK: list[Case] = [
+    ("a CSAT score beyond its scale", _payload(score=7), "payload.score", "a csat score is 1 to 5"),
+    ("an NPS score beyond its scale", _payload(scale="nps", score=11), "payload.score",
+     "an nps score is 0 to 10"),
+    ("a huge score", _payload(score=10**18), "payload.score", "a csat score is 1 to 5"),
+    ("a score of the wrong type", _payload(score="4 stars"), "payload.score", "valid integer"),
+    ("NUL in feedback text", _payload(text="Fine.\x00"), "payload.text", "(found U+0000)"),
+    ("a call that is not an event id", _payload(call_event_id="call-7"), "payload.call_event_id",
+     "must be a UUID"),
+]
 # Bodies that are not JSON a door can read: (what, bytes in place of the good event's source)
 NOT_JSON = [
     ("invalid UTF-8", b'"sh\xffop"'),
@@ -78,9 +88,11 @@ NOT_JSON = [
 
 
 def _cases(email: str) -> list[tuple[str, dict[str, Any], str, str]]:
-    complaint, order = touchpoint("complaint", email=email), touchpoint("order", email=email)
-    return ([(what, spoil(complaint), field, reason) for what, spoil, field, reason in COMPLAINTS]
-            + [(what, spoil(order), field, reason) for what, spoil, field, reason in ORDERS])
+    good = {"complaint": touchpoint("complaint", email=email), "order": touchpoint("order", email=email),
+            "feedback": touchpoint("feedback", email=email)}
+    return [(what, spoil(good[kind]), field, reason)
+            for kind, cases in (("complaint", COMPLAINTS), ("order", ORDERS), ("feedback", FEEDBACK))
+            for what, spoil, field, reason in cases]
 
 
 def _raw(email: str, source: bytes) -> bytes:

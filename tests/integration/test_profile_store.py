@@ -12,7 +12,7 @@ from projections.profile import store
 from projections.profile.fold import add_touch, new_state, read_touch
 from services.store import migrate
 from tests.conftest import fresh_database
-from tests.unit.test_profile_fold import ANN, BOB, T1, T2, T3, complaint, order, touch
+from tests.unit.test_profile_fold import ANN, BOB, T1, T2, T3, complaint, feedback, order, touch
 
 NASTY = "tab\there, newline\nthere, back\\slash, \"quoted\", {braces}, NULL, \\N, ünïcødé"
 
@@ -33,6 +33,8 @@ def rich_state() -> dict:
         complaint("K-1", "open", T1, event_id="e-3"),
         complaint("K-2", "open", T2, event_id="e-4"),
         complaint("K-1", "resolved", T3, event_id="e-5", email="ann.smith@example.com"),
+        feedback("csat", 2, T2, event_id="e-6", order_id="O-1"),
+        feedback("nps", 9, T3, event_id="e-7"),
     )
 
 
@@ -70,15 +72,17 @@ async def test_columns_and_view_read_as_documented(url: str) -> None:
             "events_count, open_complaints FROM profiles WHERE customer_id = %s",
             (T1, T3, ANN))).fetchone()
         view = await (await conn.execute(
-            "SELECT external_ids, attributes, orders_count, spend, complaints FROM customer_profiles "
-            "WHERE customer_id = %s", (ANN,))).fetchone()
+            "SELECT external_ids, attributes, orders_count, spend, complaints, satisfaction "
+            "FROM customer_profiles WHERE customer_id = %s", (ANN,))).fetchone()
         back = await orders.load(conn, [(ANN, "O-1"), (ANN, "O-2"), (ANN, "O-3")])
-    assert row == (["ann.smith@example.com", "ann@example.com"], ["+447456767967"], True, True, 5, 1)
-    external_ids, attributes, orders_count, spend, complaints = view
+    assert row == (["ann.smith@example.com", "ann@example.com"], ["+447456767967"], True, True, 7, 1)
+    external_ids, attributes, orders_count, spend, complaints, satisfaction = view
     assert external_ids == {"crm": ["C1", "C2"], "pos": ["P9"]}
     assert attributes == {"name": "Ann", "vip": True, "tags": ["a", "b"]}
     assert (orders_count, spend) == (1, {"EUR": "12.50"})
     assert complaints["K-1"][2] == "resolved"
+    assert satisfaction == {"csat": {"latest": [T2, "e-6", 2], "counts": {"2": 1}},
+                            "nps": {"latest": [T3, "e-7", 9], "counts": {"9": 1}}}
     assert back == {(ANN, "O-1"): placed, (ANN, "O-2"): refunded}
 
 
@@ -90,3 +94,17 @@ async def test_saving_again_replaces_the_row(url: str) -> None:
         await store.save_states(conn, {ANN: later})
         await conn.commit()
         assert await store.load_states(conn, [ANN]) == {ANN: later}
+
+
+async def test_a_document_stored_before_satisfaction_existed_loads_and_folds(url: str) -> None:
+    old = state(touch(event_id="a", email="ann@example.com"))
+    del old["satisfaction"]
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        await store.save_states(conn, {ANN: old})
+        await conn.commit()
+        [view] = await (await conn.execute(
+            "SELECT satisfaction FROM customer_profiles WHERE customer_id = %s", (ANN,))).fetchone()
+        loaded = (await store.load_states(conn, [ANN]))[ANN]
+    assert view == {} and loaded == old
+    add_touch(loaded, read_touch(feedback("nps", 3, T2, event_id="b")))
+    assert loaded["satisfaction"] == {"nps": {"latest": [T2, "b", 3], "counts": {"3": 1}}}

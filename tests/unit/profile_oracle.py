@@ -12,6 +12,8 @@ from typing import Any
 
 # (occurred_at ISO string in UTC, event_id): a total order on events, so "latest" is deterministic.
 Stamp = tuple[str, str]
+# per scale: ((stamp, score) of the latest answer, how many times each score was given)
+Satisfaction = dict[str, tuple[tuple[Stamp, int], dict[int, int]]]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Profile:
     by_type: dict[str, int] = field(default_factory=dict)
     complaints: dict[str, tuple[Stamp, str]] = field(default_factory=dict)  # id -> (stamp, status)
     last_contact: tuple[Stamp, dict[str, Any]] | None = None
+    satisfaction: Satisfaction = field(default_factory=dict)
 
     @property
     def open_complaints(self) -> list[str]:
@@ -58,6 +61,17 @@ def _latest(a: dict, b: dict) -> dict:
     return out
 
 
+def _satisfaction(a: Satisfaction, b: Satisfaction) -> Satisfaction:
+    out = dict(a)
+    for scale, (latest, counts) in b.items():
+        if scale in out:
+            held, held_counts = out[scale]
+            out[scale] = (max(held, latest, key=lambda answer: answer[0]), _add(held_counts, counts))
+        else:
+            out[scale] = (latest, counts)
+    return out
+
+
 def _min(a: str | None, b: str | None) -> str | None:
     return b if a is None else a if b is None else min(a, b)
 
@@ -82,6 +96,7 @@ def merge(a: Profile, b: Profile, customer_id: str | None = None) -> Profile:
         by_type=_add(a.by_type, b.by_type),
         complaints=_latest(a.complaints, b.complaints),
         last_contact=lc,
+        satisfaction=_satisfaction(a.satisfaction, b.satisfaction),
     )
 
 
@@ -90,9 +105,12 @@ def of_event(event: dict[str, Any]) -> Profile:
     customer, payload = event["customer"], event.get("payload") or {}
     stamp: Stamp = (event["occurred_at"], event["event_id"])
     kind, channel = event["type"], event["channel"]
-    complaints = {}
+    complaints, satisfaction = {}, {}
     if kind == "complaint":
         complaints = {payload["complaint_id"]: (stamp, payload.get("status", "open"))}
+    if kind == "feedback":
+        score = payload["score"]
+        satisfaction = {payload["scale"]: ((stamp, score), {score: 1})}
     return Profile(
         customer_id=customer["customer_id"],
         emails=frozenset([customer["email"]]) if customer.get("email") else frozenset(),
@@ -107,6 +125,7 @@ def of_event(event: dict[str, Any]) -> Profile:
         complaints=complaints,
         last_contact=(stamp, {"event_id": event["event_id"], "type": kind, "channel": channel,
                               "occurred_at": event["occurred_at"]}),
+        satisfaction=satisfaction,
     )
 
 
@@ -131,6 +150,9 @@ def to_state(p: Profile) -> dict[str, Any]:
         "by_channel": p.by_channel, "by_type": p.by_type,
         "complaints": {k: [s[0], s[1], st] for k, (s, st) in p.complaints.items()},
         "last_contact": p.last_contact[1] if p.last_contact else None,
+        "satisfaction": {scale: {"latest": [s[0], s[1], score],
+                                 "counts": {str(k): n for k, n in counts.items()}}
+                         for scale, ((s, score), counts) in p.satisfaction.items()},
     }
 
 
@@ -149,6 +171,10 @@ def from_state(customer_id: str, d: dict[str, Any]) -> Profile:
         by_type=d["by_type"],
         complaints={k: ((c[0], c[1]), c[2]) for k, c in d["complaints"].items()},
         last_contact=((lc["occurred_at"], lc["event_id"]), lc) if lc else None,
+        satisfaction={  # documents stored before feedback existed have no satisfaction
+            scale: (((held["latest"][0], held["latest"][1]), held["latest"][2]),
+                    {int(k): n for k, n in held["counts"].items()})
+            for scale, held in d.get("satisfaction", {}).items()},
     )
 
 

@@ -27,6 +27,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
               "status": "placed"},
     "complaint": {"complaint_id": "K-1", "category": "delivery", "severity": "high",
                   "text": "Parcel arrived damaged", "status": "open"},
+    "feedback": {"scale": "csat", "score": 2, "text": "Late again.\r\n\tAnd the box was torn.",
+                 "order_id": "O-1", "complaint_id": None, "call_event_id": None},
 }
 
 
@@ -72,6 +74,13 @@ def test_row_summary_is_the_summary_of_its_event(type_: str) -> None:
     ("complaint", {}, "Complaint K-1 filed (high, delivery)"),
     ("complaint", {"status": "resolved", "severity": "low"},
      "Complaint K-1 resolved (low, delivery)"),
+    ("feedback", {}, "CSAT 2/5 about order O-1: Late again. And the box was torn."),
+    ("feedback", {"scale": "nps", "score": 9, "text": None, "order_id": None},
+     "NPS 9/10"),
+    ("feedback", {"scale": "nps", "score": 0, "text": "  ", "order_id": None,
+                  "call_event_id": EVENT_ID}, f"NPS 0/10 about call {EVENT_ID}"),
+    ("feedback", {"score": 5, "text": "Thanks", "complaint_id": "K-1"},
+     "CSAT 5/5 about order O-1, complaint K-1: Thanks"),
 ])
 def test_summary_is_one_line_per_type(type_: str, payload: dict, expected: str) -> None:
     assert summary(touch(type_, **payload)) == expected
@@ -104,6 +113,7 @@ LONG_PAYLOADS = {
                                         "page_views": st.integers(1, 2**62)}),
     "order": st.fixed_dictionaries({"order_id": LONG, "amount": st.just("9999999999.9999")}),
     "complaint": st.fixed_dictionaries({"complaint_id": LONG, "category": LONG}),
+    "feedback": st.fixed_dictionaries({"text": LONG, "order_id": LONG, "complaint_id": LONG}),
 }
 
 

@@ -45,6 +45,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
         "severity": "high",
         "text": "Parcel arrived damaged",
     },
+    "feedback": {"scale": "csat", "score": 2, "text": "Late again.", "order_id": "o-1"},
 }
 
 
@@ -145,7 +146,7 @@ def test_unknown_type_is_rejected_naming_the_allowed_types() -> None:
     assert all(type_ in reason for type_ in TOUCHPOINT_TYPES)
     data = event()
     del data["type"]
-    assert "call, email, web_visit, order, complaint" in reasons(data)["type"]
+    assert "call, email, web_visit, order, complaint, feedback" in reasons(data)["type"]
 
 
 def test_extra_fields_are_rejected_on_envelope_and_payload() -> None:
@@ -171,6 +172,38 @@ def test_order_amounts_are_decimals_dumped_as_strings() -> None:
     assert dumped["amount"] == "59.90"
     assert dumped["items"][0]["unit_price"] == "29.95"
     assert "payload.currency" in reasons(event(payload=PAYLOADS["order"] | {"currency": "euro"}))
+
+
+@pytest.mark.parametrize(("scale", "scores", "reason"), [
+    ("csat", range(1, 6), "a csat score is 1 to 5"),
+    ("nps", range(0, 11), "an nps score is 0 to 10"),
+])
+def test_a_score_is_within_its_scale_and_a_refusal_names_the_scale(
+        scale: str, scores: range, reason: str) -> None:
+    for score in scores:
+        parsed = parse_touchpoint(event("feedback", payload={"scale": scale, "score": score}))
+        assert (parsed.payload.scale, parsed.payload.score) == (scale, score)  # type: ignore[attr-defined]
+    for score in (scores[0] - 1, scores[-1] + 1, 10**30):
+        assert reasons(event("feedback", payload={"scale": scale, "score": score})) == {
+            "payload.score": reason}
+
+
+def test_feedback_names_what_it_is_about_optionally() -> None:
+    bare = parse_touchpoint(event("feedback", payload={"scale": "nps", "score": 9}))
+    assert bare.payload.model_dump() == {  # type: ignore[attr-defined]
+        "scale": "nps", "score": 9, "text": None, "order_id": None, "complaint_id": None,
+        "call_event_id": None}
+    about = {"scale": "csat", "score": 5, "text": " Thank you!\n", "order_id": "o-1",
+             "complaint_id": "c-1", "call_event_id": EVENT_ID.upper()}
+    payload = parse_touchpoint(event("feedback", payload=about)).payload
+    assert payload.model_dump() == about | {"text": "Thank you!", "call_event_id": EVENT_ID}
+    assert reasons(event("feedback", payload={"scale": "ces", "score": 3})) == {
+        "payload.scale": "Input should be 'csat' or 'nps'"}
+    assert list(reasons(event("feedback", payload={"scale": "csat", "score": 2.5}))) == ["payload.score"]
+    assert reasons(event("feedback", payload={"scale": "csat", "score": 4, "call_event_id": "c-7"})
+                   ) == {"payload.call_event_id": "must be a UUID"}
+    assert list(reasons(event("feedback", payload={"scale": "csat", "score": 4, "order_id": " "}))
+                ) == ["payload.order_id"]
 
 
 def test_web_visit_url_must_be_http() -> None:
@@ -225,6 +258,8 @@ def _nested(type_: str, path: str, value: Any) -> dict[str, Any]:
         ("complaint", "payload.text", "Broken\x00", "payload.text", f"{PROSE_ONLY} (found U+0000)"),
         ("complaint", "payload.category", "deli\nvery", "payload.category",
          f"{NO_CONTROLS} (found U+000A)"),
+        ("feedback", "payload.text", "Late\x1f", "payload.text", f"{PROSE_ONLY} (found U+001F)"),
+        ("feedback", "payload.order_id", "o-\t1", "payload.order_id", f"{NO_CONTROLS} (found U+0009)"),
     ],
 )
 def test_control_characters_are_refused_naming_field_and_character(
@@ -456,6 +491,20 @@ _payloads = {
             "severity": st.sampled_from(["low", "medium", "high", "critical"]),
             "text": _words,
         }
+    ),
+    "feedback": st.one_of(
+        st.fixed_dictionaries({"scale": st.just("csat"), "score": st.integers(1, 5)}),
+        st.fixed_dictionaries({"scale": st.just("nps"), "score": st.integers(0, 10)}),
+    ).flatmap(
+        lambda rating: st.fixed_dictionaries(
+            {k: st.just(v) for k, v in rating.items()},
+            optional={
+                "text": st.none() | _text,
+                "order_id": _words,
+                "complaint_id": _words,
+                "call_event_id": st.uuids().map(str),
+            },
+        )
     ),
 }
 _offsets = st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5.5))])

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from projections.profile import fold as production
 from projections.profile.fold import add_touch, new_state, read_touch
+from services.api.customers import satisfaction
 from tests.unit.profile_oracle import Profile, apply, empty, from_state, merge, of_event, to_state
 
 ANN = "6b1f0c1e-7f7a-4d6b-9a51-2c3d4e5f6a01"
@@ -37,6 +38,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
               "status": "placed"},
     "complaint": {"complaint_id": "K-1", "category": "delivery", "severity": "high",
                   "text": "Parcel arrived damaged", "status": "open"},
+    "feedback": {"scale": "csat", "score": 4, "text": "Quick delivery", "order_id": "o-1",
+                 "complaint_id": None, "call_event_id": None},
 }
 
 
@@ -68,6 +71,10 @@ def order(amount: str, status: str = "placed", currency: str = "EUR", **kw: Any)
 
 def complaint(complaint_id: str, status: str, at: str, **kw: Any) -> dict:
     return touch("complaint", complaint_id=complaint_id, status=status, at=at, **kw)
+
+
+def feedback(scale: str, score: Any, at: str, **kw: Any) -> dict:
+    return touch("feedback", scale=scale, score=score, at=at, channel="email", **kw)
 
 
 # -- examples ----------------------------------------------------------------------------------
@@ -139,6 +146,21 @@ def test_open_complaints_are_sorted_ids_of_open_complaints_only() -> None:
     assert empty(ANN).open_complaints == []
 
 
+def test_satisfaction_keeps_the_latest_score_and_the_count_of_each_score_per_scale() -> None:
+    answers = [feedback("csat", 2, T2, event_id="e-2"), feedback("csat", 5, T1, event_id="e-1"),
+               feedback("nps", 9, T3, event_id="e-3"), feedback("csat", 2, T1, event_id="e-0")]
+    for arrival in itertools.permutations(answers):
+        p = fold(list(arrival))
+        assert p.satisfaction == {"csat": (((T2, "e-2"), 2), {2: 2, 5: 1}),
+                                  "nps": (((T3, "e-3"), 9), {9: 1})}
+    assert p.by_type == {"feedback": 4} and empty(ANN).satisfaction == {}
+
+
+def test_satisfaction_tie_on_occurred_at_is_broken_by_event_id() -> None:
+    a, b = feedback("nps", 3, T1, event_id="aaaa"), feedback("nps", 10, T1, event_id="bbbb")
+    assert fold([b, a]).satisfaction["nps"][0] == ((T1, "bbbb"), 10)
+
+
 def test_last_contact_is_the_latest_by_occurred_at() -> None:
     latest = touch("call", at=T3, event_id="e-3", channel="phone")
     p = fold([latest, touch("email", at=T1, channel="email"), touch(at=T2)])
@@ -185,6 +207,9 @@ PAYLOAD = {
         "status": st.sampled_from(["placed", "cancelled", "refunded"])}),
     "complaint": st.fixed_dictionaries({"complaint_id": st.sampled_from(["K-1", "K-2", "K-3"]),
                                         "status": st.sampled_from(["open", "resolved"])}),
+    "feedback": st.one_of(  # few scores, so that equal scores and ties on the latest are common
+        st.fixed_dictionaries({"scale": st.just("csat"), "score": st.integers(1, 5)}),
+        st.fixed_dictionaries({"scale": st.just("nps"), "score": st.sampled_from([0, 6, 7, 9, 10])})),
 }
 CHANNEL = st.sampled_from(["web", "phone", "email", "store"])
 EMAIL = st.sampled_from([None, "ann@example.com", "a.s@example.com"])
@@ -261,6 +286,14 @@ def test_a_new_state_is_the_empty_profile() -> None:
     assert new_state() == to_state(empty(ANN))
 
 
+def stored_before_feedback(state: dict[str, Any], old: bool) -> dict[str, Any]:
+    """``state`` as a document written before the profile had satisfaction, when ``old`` and it
+    has none (such documents lack the key)."""
+    if old and state.get("satisfaction") == {}:
+        del state["satisfaction"]
+    return state
+
+
 @settings(max_examples=300)
 @given(histories(max_size=16), st.data())
 def test_folding_into_the_stored_state_equals_the_reference_fold(
@@ -269,6 +302,7 @@ def test_folding_into_the_stored_state_equals_the_reference_fold(
     folded in place, is the profile of all the events."""
     at = data.draw(st.integers(0, len(events)))
     state = orjson.loads(orjson.dumps(to_state(fold(events[:at])))) if at else new_state()
+    state = stored_before_feedback(state, data.draw(st.booleans()))
     for e in events[at:]:
         add_touch(state, read_touch(e))
     expected = fold(events) if events else empty(ANN)
@@ -278,7 +312,9 @@ def test_folding_into_the_stored_state_equals_the_reference_fold(
 def test_an_unfoldable_event_is_refused_before_the_state_changes() -> None:
     bad = [touch(attributes=["not", "a", "map"]), {**touch(), "channel": 7},
            touch(external_ids={"crm": 7}),
-           touch(email=None) | {"customer": {"customer_id": ANN, "email": 3}}]
+           touch(email=None) | {"customer": {"customer_id": ANN, "email": 3}},
+           feedback("csat", 6, T1), feedback("ces", 3, T1), feedback("nps", "9", T1),
+           feedback("nps", True, T1), touch("feedback") | {"payload": {"scale": "csat"}}]
     for event in bad:
         with pytest.raises((KeyError, TypeError, ValueError, ArithmeticError, AttributeError)):
             read_touch(event)
@@ -297,13 +333,36 @@ def test_merging_states_equals_the_reference_merge(data: st.DataObject) -> None:
     """How reads combine linked customers: any cut of a history, merged, is the whole."""
     events = data.draw(ONE_CUSTOMER)
     at = data.draw(st.integers(0, len(events)))
-    a, b = _state(events[:at]), _state(events[at:])
+    a = stored_before_feedback(_state(events[:at]), data.draw(st.booleans()))
+    b = stored_before_feedback(_state(events[at:]), data.draw(st.booleans()))
     assert production.merge(a, b) == production.merge(b, a)
     assert from_state(ANN, production.merge(a, b)) == (fold(events) if events else empty(ANN))
     assert production.merge(a, new_state()) == production.merge(new_state(), a)
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_merging_states_is_associative(data: st.DataObject) -> None:
+    events = data.draw(ONE_CUSTOMER)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), min_size=2, max_size=2)))
+    a, b, c = (stored_before_feedback(_state(events[lo:hi]), data.draw(st.booleans()))
+               for lo, hi in itertools.pairwise([0, *cuts, len(events)]))
+    merge_ = production.merge
+    assert merge_(merge_(a, b), c) == merge_(a, merge_(b, c))
 
 
 def test_open_complaints_of_a_state_are_sorted_ids() -> None:
     state = _state([complaint("K-9", "open", T1), complaint("K-3", "open", T2),
                     complaint("K-5", "resolved", T3)])
     assert production.open_complaints(state) == ["K-3", "K-9"]
+
+
+def test_the_api_shows_latest_average_and_count_per_scale_and_the_nps_groups() -> None:
+    state = _state([feedback("csat", 2, T2, event_id="e-2"), feedback("csat", 5, T1),
+                    feedback("csat", 4, T1), *(feedback("nps", score, T3, event_id=f"n-{score:02d}")
+                                               for score in (3, 8, 9, 10))])
+    assert satisfaction(state["satisfaction"]) == {
+        "csat": {"latest": {"score": 2, "occurred_at": T2}, "average": 3.67, "count": 3},
+        "nps": {"latest": {"score": 10, "occurred_at": T3}, "average": 7.5, "count": 4,
+                "promoters": 2, "passives": 1, "detractors": 1}}
+    assert satisfaction({}) == {"csat": None, "nps": None}

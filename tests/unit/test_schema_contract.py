@@ -73,7 +73,7 @@ def assume_what_no_schema_says(event: dict[str, Any]) -> None:
 
 
 def test_the_generated_events_cover_every_type() -> None:
-    assert len(TOUCHPOINT_FILES) == 6  # one per type and the union
+    assert len(TOUCHPOINT_FILES) == 7  # one per type and the union
 
 
 @pytest.mark.parametrize("name", TOUCHPOINT_FILES)
@@ -176,6 +176,21 @@ REFUSED_ORDERS = {
     "zero quantity": {"items": [{"sku": "A", "quantity": 0, "unit_price": "1"}]},
     "NUL in the order id": {"order_id": "O-\u00001"},
 }
+FEEDBACK = {**GOOD, "type": "feedback", "channel": "email", "payload": {
+    "scale": "csat", "score": 2, "text": "Late again.\nTwice.", "order_id": "O-1"}}
+REFUSED_FEEDBACK = {  # the scale sets the score's range: the models and the schemas agree
+    "CSAT score of 0": {"score": 0},
+    "CSAT score of 6": {"score": 6},
+    "CSAT score of 10, an NPS score": {"score": 10},
+    "NPS score of -1": {"scale": "nps", "score": -1},
+    "NPS score of 11": {"scale": "nps", "score": 11},
+    "score with a fraction": {"score": 2.5},
+    "unknown scale": {"scale": "ces"},
+    "no scale": {"scale": None},
+    "call that is not an event id": {"call_event_id": "call-7"},
+    "blank order id": {"order_id": " "},
+    "NUL in feedback text": {"text": "Late\u0000"},
+}
 
 
 def _refused_cases() -> list[Any]:
@@ -184,6 +199,9 @@ def _refused_cases() -> list[Any]:
     cases += [pytest.param("touchpoint.order.v1.json",
                            {**ORDER, "payload": {**ORDER["payload"], **change}}, id=label)
               for label, change in REFUSED_ORDERS.items()]
+    cases += [pytest.param("touchpoint.feedback.v1.json", {**FEEDBACK, "payload": {
+        k: v for k, v in {**FEEDBACK["payload"], **change}.items() if v is not None}}, id=label)
+              for label, change in REFUSED_FEEDBACK.items()]
     return cases
 
 
@@ -195,7 +213,11 @@ def test_what_the_doors_refuse_the_schemas_refuse(name: str, event: dict[str, An
         assert not Draft202012Validator(schema(file)).is_valid(event), file
 
 
-@pytest.mark.parametrize("event", [GOOD, ORDER], ids=["complaint", "order"])
+NPS = {**FEEDBACK, "payload": {"scale": "nps", "score": 0,
+                               "call_event_id": "0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a12"}}
+
+
+@pytest.mark.parametrize("event", [GOOD, ORDER, FEEDBACK, NPS], ids=["complaint", "order", "csat", "nps"])
 def test_the_good_cases_pass_both(event: dict[str, Any]) -> None:
     parse_touchpoint(event)
     Draft202012Validator(schema("touchpoint.v1.json")).validate(event)

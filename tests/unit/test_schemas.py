@@ -17,6 +17,7 @@ EXPECTED_FILES = {
     "touchpoint.web_visit.v1.json",
     "touchpoint.order.v1.json",
     "touchpoint.complaint.v1.json",
+    "touchpoint.feedback.v1.json",
     "customers_linked.v1.json",
 }
 
