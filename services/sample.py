@@ -1,10 +1,13 @@
 """Seeded, realistic sample touchpoints as wire-shaped dicts, fast enough for the benchmarks.
 
 A population of customers, each with a stable identity (emails, phone, CRM id), a locale, a
-currency, a lifetime inside the window and an activity rate from a gamma distribution (a few very
-active, most occasional). Event times are the sorted uniforms over the window, drawn one at a time;
-each goes to a customer picked by activity among those alive then, and carries a non-empty subset
-of that customer's identifiers. Output is locally shuffled, as real feeds arrive out of order.
+currency, a lifetime inside the window, an activity rate from a gamma distribution (a few very
+active, most occasional) and a disposition. Event times are the sorted uniforms over the window,
+drawn one at a time; each goes to a customer picked by activity among those alive then, and
+carries a non-empty subset of that customer's identifiers. Some events have follow-ups, due
+later: a complaint is resolved, an order, a call or a resolution gets a CSAT answer. Satisfaction
+answers (those and occasional NPS answers) follow the customer's disposition, less what their
+recent complaints still weigh. Output is locally shuffled, as real feeds arrive out of order.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from bisect import bisect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import accumulate
+from itertools import accumulate, count
 from random import Random
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -26,15 +29,17 @@ def _cum(*weights: float) -> tuple[float, ...]:
     return (*accumulate(w / sum(weights) for w in weights[:-1]), 1.0)
 
 
-TYPES = ("web_visit", "email", "order", "call", "complaint")
-# orders too soon after the last become visits; calls to customers without a phone, emails
-TYPE_CUM = _cum(0.38, 0.19, 0.22, 0.16, 0.03)
+TYPES = ("web_visit", "email", "order", "call", "complaint", "feedback")
+# orders too soon after the last become visits; calls to customers without a phone, emails;
+# feedback drawn here answers the occasional NPS survey (CSAT answers are follow-ups)
+TYPE_CUM = _cum(0.38, 0.19, 0.22, 0.16, 0.03, 0.006)
 CHANNELS = {  # a repeated channel is proportionally more likely
     "web_visit": ("web", "web", "app"),
     "email": ("email",),
     "order": ("web", "web", "app", "store"),
     "call": ("phone",),
     "complaint": ("phone", "phone", "email", "chat", "chat", "store"),
+    "feedback": ("email", "email", "email", "sms", "web", "app"),
 }
 SOURCES = {
     "web_visit": "web",
@@ -42,6 +47,7 @@ SOURCES = {
     "order": "shop",
     "call": "contact-center",
     "complaint": "contact-center",
+    "feedback": "survey",
 }
 # probability that an event of a type carries the customer's email, phone, CRM id
 CARRIES = {
@@ -50,6 +56,7 @@ CARRIES = {
     "order": (0.9, 0.3, 0.6),
     "call": (0.1, 0.95, 0.3),
     "complaint": (0.6, 0.6, 0.5),
+    "feedback": (0.8, 0.3, 0.4),
 }
 # locale, currency, cities, phone prefix: any prefix + 7 digits is a valid mobile number
 LOCALES = (
@@ -80,6 +87,23 @@ COMPLAINTS = {
 RESOLVED = "The issue was resolved and the case closed."
 SEVERITIES = ("low", "medium", "high", "critical")
 SEVERITY_CUM = _cum(0.40, 0.35, 0.20, 0.05)
+# how much a complaint of each severity lowers satisfaction (a customer's disposition is about
+# 0.78 on a 0-1 feeling scale); the weight halves every GRUDGE_DAYS and when it is resolved
+GRIEVANCE = {"low": 0.25, "medium": 0.4, "high": 0.6, "critical": 0.8}
+GRUDGE_DAYS = 30
+# share of placed orders, conversations and resolved complaints that get a CSAT answer
+CSAT_AFTER = {"order": 0.15, "call": 0.15, "complaint": 0.3}
+# what the experience itself adds to the feeling: a cancelled order, an escalated call
+ORDER_LIFT = {"placed": 0.0, "cancelled": -0.2, "refunded": -0.15}
+CALL_LIFT = {"answered": 0.0, "resolved": 0.05, "escalated": -0.15, "callback_requested": -0.1}
+# what people write: unhappy (CSAT 1-2, NPS 0-6), lukewarm (CSAT 3, NPS 7-8), happy; how often
+REMARKS = (
+    ("Far too slow, and nobody kept me informed.", "I had to explain everything twice.",
+     "Not what I was promised.\nI will think twice before ordering again."),
+    ("It was fine.", "OK, but it took a while.", "Good product, the delivery could be faster."),
+    ("Quick and friendly, thank you!", "Everything arrived as promised.", "Very happy, as always."),
+)
+REMARK_SHARE = (0.6, 0.2, 0.35)
 DAY = 86400.0
 HH_MM = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
 SS = tuple(f"{s:02d}+00:00" for s in range(60))
@@ -108,14 +132,16 @@ def generate(spec: SampleSpec) -> Iterator[dict]:
     t = 0.0
     for left in range(spec.events, 0, -1):
         t += (1.0 - t) * (1.0 - r() ** (1.0 / left))  # the least of `left` uniforms on [t, 1)
-        if make.pending and make.pending[0][0] <= t:  # a complaint filed earlier is resolved
-            at, _, c, cid, category, severity = heapq.heappop(make.pending)
-            kind, payload = "complaint", make.complaint_payload(cid, category, severity, "resolved")
+        event_id = _uuid4(rng.getrandbits(128))
+        if make.pending and make.pending[0][0] <= t:  # a follow-up of an earlier event is due
+            at, _, c, follow_up, detail = heapq.heappop(make.pending)
+            kind, payload = follow_up(c, at, detail)
         else:
             at, c = t, pick(t)
-            kind, payload = make.payload(TYPES[bisect(TYPE_CUM, r())], c, t, spec.events - left)
+            kind, payload = make.payload(TYPES[bisect(TYPE_CUM, r())], c, t, spec.events - left,
+                                         event_id)
         event = {
-            "event_id": _uuid4(rng.getrandbits(128)),
+            "event_id": event_id,
             "type": kind,
             "schema_version": 1,
             "customer": _identity(r, c, kind),
@@ -158,7 +184,10 @@ class _Customer:
     born: float  # lifetime and the least gap between orders, as fractions of the window
     dies: float
     order_gap: float
+    disposition: float  # how satisfied the customer tends to be, about 0 to 1
     last_order: float = -1.0
+    grievance: float = 0.0  # what their complaints weigh on them, as of `aggrieved_at`
+    aggrieved_at: float = 0.0
 
 
 def _population(spec: SampleSpec) -> list[_Customer]:
@@ -181,7 +210,9 @@ def _population(spec: SampleSpec) -> list[_Customer]:
         dies = max(born + 0.05, born + (1.0 - born) * r()) if r() < 0.3 else 1.0
         attributes = {"name": f"{first} {last}", "locale": locale, "city": _any(r, cities)}
         weight, gap = rng.gammavariate(0.5, 1.0), (2.0 + 28.0 * r()) / spec.days
-        out.append(_Customer(emails, phone, crm, attributes, currency, weight, born, dies, gap))
+        disposition = rng.gauss(0.82, 0.13)
+        out.append(_Customer(emails, phone, crm, attributes, currency, weight, born, dies, gap,
+                             disposition))
     return out
 
 
@@ -270,14 +301,18 @@ def _money(cents: int) -> str:
 
 
 class _Touchpoints:
-    """Payload builders, one per type, sharing the event stream's random generator."""
+    """Payload builders, one per type, and follow-ups, sharing the event stream's random
+    generator. A builder gets the customer, the event's time (a fraction of the window), its
+    number and id; a follow-up is due at a later time and gets what its event left it."""
 
     def __init__(self, spec: SampleSpec, rng: Random) -> None:
         self.rng, self.seed, self.days = rng, spec.seed, spec.days
         self.prices = [max(99, round(rng.lognormvariate(3.0, 0.8) * 100)) for _ in range(400)]
-        self.pending: list[tuple] = []  # (due, n, customer, complaint_id, category, severity)
+        self.pending: list[tuple] = []  # (due, ticket, customer, follow-up, its detail)
+        self.tickets = count()
+        self.grudge = GRUDGE_DAYS / spec.days  # the half-life of a grievance, in windows
 
-    def payload(self, kind: str, c: _Customer, t: float, n: int) -> tuple[str, dict]:
+    def payload(self, kind: str, c: _Customer, t: float, n: int, event_id: str) -> tuple[str, dict]:
         """The payload of the `n`th event, and its type: the drawn one or what fits the customer."""
         if kind == "order" and t - c.last_order < c.order_gap:
             kind = "web_visit"  # a buyer browses between purchases
@@ -285,9 +320,17 @@ class _Touchpoints:
             kind = "email"
         elif kind == "email" and not c.emails and c.phone:
             kind = "call"
-        return kind, getattr(self, kind)(c, t, n)
+        return kind, getattr(self, kind)(c, t, n, event_id)
 
-    def web_visit(self, c: _Customer, t: float, n: int) -> dict:
+    def later(self, due: float, c: _Customer, follow_up: Callable, detail: Any) -> None:
+        """Emit ``follow_up(c, due, detail)`` once the stream reaches ``due`` (never, if that is
+        past the window's end)."""
+        heapq.heappush(self.pending, (due, next(self.tickets), c, follow_up, detail))
+
+    def after(self, t: float, seconds: float) -> float:
+        return t + seconds / (self.days * DAY)
+
+    def web_visit(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
         rng, r = self.rng, self.rng.random
         views = 1 + int(rng.expovariate(0.4))
         path = f"/products/sku-{100 + int(r() * 400)}" if r() < 0.5 else _any(r, PAGES)
@@ -299,7 +342,7 @@ class _Touchpoints:
             "session_id": f"s-{rng.getrandbits(48):012x}",
         }
 
-    def email(self, c: _Customer, t: float, n: int) -> dict:
+    def email(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
         r = self.rng.random
         if r() < 0.12:
             action = "replied" if r() < 0.6 else "sent"
@@ -313,13 +356,16 @@ class _Touchpoints:
             "campaign": campaign,
         }
 
-    def call(self, c: _Customer, t: float, n: int) -> dict:
+    def call(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
         r = self.rng.random
         outcome = CALL_OUTCOMES[bisect(CALL_CUM, r())]
         talked = outcome not in ("missed", "voicemail")
         seconds = 0.0 if outcome == "missed" else 10.0 + 50.0 * r()
         if talked:
             seconds = min(self.rng.lognormvariate(5.3, 0.8), DAY)
+            if r() < CSAT_AFTER["call"]:  # the survey after the call, answered within hours
+                due = self.after(t, seconds + 300.0 + self.rng.expovariate(1 / 3600))
+                self.later(due, c, self.csat, ({"call_event_id": event_id}, CALL_LIFT[outcome]))
         return {
             "direction": "inbound" if r() < 0.75 else "outbound",
             "duration_s": round(seconds, 1),
@@ -328,35 +374,77 @@ class _Touchpoints:
             "topic": _any(r, TOPICS) if talked else None,
         }
 
-    def order(self, c: _Customer, t: float, n: int) -> dict:
+    def order(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
         c.last_order, r = t, self.rng.random
         lines: dict[int, int] = {}  # sku -> quantity
         for _ in range(1 + min(int(self.rng.expovariate(1.2)), 5)):
             sku = int(len(self.prices) * r() ** 2)  # popular items first
             lines[sku] = lines.get(sku, 0) + (1 if r() < 0.8 else 2 + int(r() * 3))
-        x = r()
+        x, order_id = r(), f"O-{self.seed}-{n:07d}"
+        status = "placed" if x < 0.92 else "cancelled" if x < 0.97 else "refunded"
+        if r() < CSAT_AFTER["order"]:  # the survey after delivery, answered days later
+            due = self.after(t, DAY + self.rng.expovariate(1 / (2 * DAY)))
+            self.later(due, c, self.csat, ({"order_id": order_id}, ORDER_LIFT[status]))
         return {
-            "order_id": f"O-{self.seed}-{n:07d}",
+            "order_id": order_id,
             "amount": _money(sum(q * self.prices[s] for s, q in lines.items())),
             "currency": c.currency if r() < 0.96 else _any(r, ("EUR", "GBP", "USD")),
             "items": [
                 {"sku": f"SKU-{100 + s}", "quantity": q, "unit_price": _money(self.prices[s])}
                 for s, q in lines.items()
             ],
-            "status": "placed" if x < 0.92 else "cancelled" if x < 0.97 else "refunded",
+            "status": status,
         }
 
-    def complaint(self, c: _Customer, t: float, n: int) -> dict:
+    def complaint(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
         rng, r = self.rng, self.rng.random
         category, severity = _any(r, tuple(COMPLAINTS)), SEVERITIES[bisect(SEVERITY_CUM, r())]
         cid = f"K-{self.seed}-{n:07d}"
+        c.grievance, c.aggrieved_at = self.grievance(c, t) + GRIEVANCE[severity], t
         if r() < 0.6:  # resolved after an hour plus a few days, if still inside the window
-            due = t + (3600.0 + rng.expovariate(1 / (4 * DAY))) / (self.days * DAY)
-            heapq.heappush(self.pending, (due, n, c, cid, category, severity))
+            due = self.after(t, 3600.0 + rng.expovariate(1 / (4 * DAY)))
+            self.later(due, c, self.resolution, (cid, category, severity))
         return self.complaint_payload(cid, category, severity, "open")
+
+    def resolution(self, c: _Customer, t: float, detail: tuple[str, str, str]) -> tuple[str, dict]:
+        cid, category, severity = detail
+        c.grievance, c.aggrieved_at = self.grievance(c, t) / 2, t
+        if self.rng.random() < CSAT_AFTER["complaint"]:
+            due = self.after(t, 3600.0 + self.rng.expovariate(1 / DAY))
+            self.later(due, c, self.csat, ({"complaint_id": cid}, 0.05))
+        return "complaint", self.complaint_payload(cid, category, severity, "resolved")
 
     @staticmethod
     def complaint_payload(cid: str, category: str, severity: str, status: str) -> dict:
         text = COMPLAINTS[category] if status == "open" else RESOLVED
         payload = {"complaint_id": cid, "category": category, "severity": severity}
         return payload | {"text": text, "status": status}
+
+    def feedback(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
+        """An answer to the occasional NPS survey ("how likely are you to recommend us?")."""
+        return self.answer(c, t, "nps", {}, 0.0)
+
+    def csat(self, c: _Customer, t: float, detail: tuple[dict, float]) -> tuple[str, dict]:
+        """An answer to the CSAT survey after an order, a call or a resolved complaint."""
+        about, lift = detail
+        return "feedback", self.answer(c, t, "csat", about, lift)
+
+    def grievance(self, c: _Customer, t: float) -> float:
+        """What ``c``'s complaints still weigh at ``t`` (follow-ups come a little out of order)."""
+        if not c.grievance:
+            return 0.0
+        return c.grievance * 0.5 ** (max(0.0, t - c.aggrieved_at) / self.grudge)
+
+    def answer(self, c: _Customer, t: float, scale: str, about: dict, lift: float) -> dict:
+        r = self.rng.random
+        feeling = c.disposition - self.grievance(c, t) + lift + 0.3 * (r() - 0.5)
+        if scale == "csat":
+            score = min(5, max(1, 1 + int(feeling * 5)))
+            tone = 0 if score <= 2 else 1 if score == 3 else 2
+        else:
+            score = min(10, max(0, int(feeling * 11)))
+            tone = 0 if score <= 6 else 1 if score <= 8 else 2
+        text = _any(r, REMARKS[tone]) if r() < REMARK_SHARE[tone] else None
+        payload = {"scale": scale, "score": score, "text": text, "order_id": None,
+                   "complaint_id": None, "call_event_id": None}
+        return payload | about

@@ -24,6 +24,7 @@ CHANNELS = {
     "web_visit": {"web", "app"},
     "order": {"web", "app", "store"},
     "complaint": {"phone", "email", "chat", "store"},
+    "feedback": {"email", "sms", "web", "app"},
 }
 PAYLOAD_KEYS = {
     "call": {"direction", "duration_s", "outcome", "agent", "topic"},
@@ -31,6 +32,7 @@ PAYLOAD_KEYS = {
     "web_visit": {"url", "page_views", "duration_s", "referrer", "session_id"},
     "order": {"order_id", "amount", "currency", "items", "status"},
     "complaint": {"complaint_id", "category", "severity", "text", "status"},
+    "feedback": {"scale", "score", "text", "order_id", "complaint_id", "call_event_id"},
 }
 
 
@@ -83,11 +85,12 @@ def test_every_event_is_valid_for_the_platform_contract(sample):
 def test_types_mix_and_channels(sample):
     mix = Counter(e["type"] for e in sample)
     share = {kind: count / len(sample) for kind, count in mix.items()}
-    assert share["web_visit"] == pytest.approx(0.45, abs=0.05)
-    assert share["email"] == pytest.approx(0.25, abs=0.04)
-    assert share["order"] == pytest.approx(0.15, abs=0.03)
-    assert share["call"] == pytest.approx(0.10, abs=0.03)
-    assert share["complaint"] == pytest.approx(0.05, abs=0.02)
+    assert share["web_visit"] == pytest.approx(0.44, abs=0.05)
+    assert share["email"] == pytest.approx(0.23, abs=0.04)
+    assert share["order"] == pytest.approx(0.14, abs=0.03)
+    assert share["call"] == pytest.approx(0.11, abs=0.03)
+    assert share["complaint"] == pytest.approx(0.045, abs=0.02)
+    assert share["feedback"] == pytest.approx(0.045, abs=0.02)
     for e in sample:
         assert e["channel"] in CHANNELS[e["type"]]
         assert set(e["payload"]) == PAYLOAD_KEYS[e["type"]]
@@ -206,3 +209,59 @@ def test_orders_of_a_customer_are_spaced_in_time(sample, owners):
             orders[owners[identifiers(e)[0]]].append(datetime.fromisoformat(e["occurred_at"]))
     gaps = [b - a for times in orders.values() for a, b in pairwise(sorted(times))]
     assert gaps and min(gaps) >= timedelta(days=2)
+
+
+def _customer_of(event: dict, owners: dict[str, int]) -> int:
+    return owners[identifiers(event)[0]]
+
+
+def test_csat_answers_follow_the_customers_own_orders_calls_and_resolutions(sample, owners):
+    earlier: dict[str, dict[str, dict]] = {"order_id": {}, "call_event_id": {}, "complaint_id": {}}
+    for e in sample:
+        if e["type"] == "order":
+            earlier["order_id"][e["payload"]["order_id"]] = e
+        elif e["type"] == "call":
+            earlier["call_event_id"][e["event_id"]] = e
+        elif e["type"] == "complaint" and e["payload"]["status"] == "resolved":
+            earlier["complaint_id"][e["payload"]["complaint_id"]] = e
+    about: Counter = Counter()
+    for e in sample:
+        if e["type"] != "feedback":
+            continue
+        answer = e["payload"]
+        subjects = [key for key in earlier if answer[key] is not None]
+        assert answer["scale"] == ("csat" if subjects else "nps") and len(subjects) <= 1
+        for key in subjects:
+            about[key] += 1
+            subject = earlier[key][answer[key]]
+            assert subject["occurred_at"] < e["occurred_at"]
+            assert _customer_of(subject, owners) == _customer_of(e, owners)
+    assert about["order_id"] > about["call_event_id"] > about["complaint_id"] > 0
+
+
+def test_satisfaction_is_a_realistic_mix_lower_after_complaints(sample, owners):
+    complaints: dict[int, list[datetime]] = defaultdict(list)
+    for e in sample:
+        if e["type"] == "complaint" and e["payload"]["status"] == "open":
+            complaints[_customer_of(e, owners)].append(datetime.fromisoformat(e["occurred_at"]))
+    after, clear, per_customer = [], [], defaultdict(list)
+    nps: Counter = Counter()
+    for e in sample:
+        if e["type"] != "feedback":
+            continue
+        score, who = e["payload"]["score"], _customer_of(e, owners)
+        if e["payload"]["scale"] == "nps":
+            nps["promoter" if score >= 9 else "passive" if score >= 7 else "detractor"] += 1
+            continue
+        at = datetime.fromisoformat(e["occurred_at"])
+        recent = any(timedelta(0) <= at - filed <= timedelta(days=30) for filed in complaints[who])
+        (after if recent else clear).append(score)
+        per_customer[who].append(score)
+    mean = lambda scores: sum(scores) / len(scores)  # noqa: E731
+    assert 4.0 <= mean(clear) <= 4.6  # most customers are satisfied ...
+    assert mean(after) < mean(clear) - 0.7  # ... less so after a complaint
+    unhappy = [who for who, scores in per_customer.items() if mean(scores) <= 2]
+    assert 0.02 < len(unhappy) / len(per_customer) < 0.2
+    answers = sum(nps.values())
+    assert answers > 100 and 0.3 < nps["promoter"] / answers < 0.6
+    assert 0.1 < nps["detractor"] / answers < 0.35
