@@ -19,6 +19,7 @@ from services.config import Settings
 # The last commit before "Nothing a channel sends can stop the stream" (poison isolation,
 # sealed records, contiguous positions, the registry, the order ledger and the change feed).
 DEFAULT_REF = "c5aefb8"
+BASELINE_TYPES = ("call", "email", "web_visit", "order", "complaint")  # what it can validate
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -59,7 +59,9 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ]
     before = p.get("baseline") or {}
     if before:
-        out.append((f"pipeline at {before['ref']} (before the latest changes), same run, events/s",
+        out.append((f"pipeline at {before['ref']} (before the latest changes), same run and "
+                    f"events ({_fmt(before.get('events'))} of the types it knows; ours "
+                    f"{_fmt(before.get('ours_events_per_s'))}), events/s",
                     _fmt(before.get("events_per_s")), "now >= 0.95x",
                     f"now {_fmt(before.get('ratio'))}x: {_verdict(before.get('ratio'), 0.95)}"
                     if before.get("ratio") else before.get("error", "")))
