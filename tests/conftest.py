@@ -63,7 +63,7 @@ def make_settings(servers: dict, state_dir: Path) -> Settings:
         signing_key=f"test-{tag}",
     )
     ensure_topics(s)
-    migrate(s.database_url)
+    migrate(s.database_url, s.projection_schema)
     return s
 
 

@@ -46,7 +46,7 @@ class Infra:
         ensure_topics(self.settings)
         from services.store import forget_positions, migrate
 
-        migrate(self.settings.database_url)
+        migrate(self.settings.database_url, self.settings.projection_schema)
         if self.broker:
             # The embedded broker keeps nothing across a restart: its topics start again at
             # offset 0, so positions tracked against the previous log mean nothing. Events sent
