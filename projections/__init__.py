@@ -12,11 +12,13 @@ from projections.base import Projection
 from projections.contacts import Contacts
 from projections.orders import Orders
 from projections.profile import Profiles
+from projections.value import Value
 
 REGISTRY: tuple[type[Projection], ...] = (
     Contacts,
     Orders,
     Profiles,
+    Value,  # after orders: it reads the ledger the batch has just written
 )
 
 __all__ = ["REGISTRY", "Projection"]

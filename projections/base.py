@@ -39,3 +39,9 @@ class Projection:
 
     def forget(self) -> None:
         """Another worker wrote since this one's last commit: drop anything cached."""
+
+    async def start(self, producer: Any) -> None:
+        """Start what the projection runs beside its batches (a worker's Kafka producer given)."""
+
+    async def stop(self) -> None:
+        """Stop it."""

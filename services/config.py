@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,12 +52,52 @@ class Settings(BaseSettings):
     transaction_timeout_s: float = Field(120.0, gt=0)
     # The longest a worker waits for another's locks before retrying (its heartbeat goes on).
     lock_timeout_s: float = Field(10.0, gt=0)
+
+    # Customer value (projections/value). Amounts are converted to one currency at fixed rates
+    # (units of value_currency per unit of each currency); orders in a currency without a rate
+    # count in the ledger but not in value, and the explanation lists them.
+    value_currency: str = "EUR"
+    value_rates: dict[str, float] = {"EUR": 1.0, "GBP": 1.17, "USD": 0.92}
+    # Expected lifetime value: horizon and annual discount rate.
+    value_horizon_weeks: float = Field(52.0, gt=0, le=520)
+    value_discount_rate: float = Field(0.10, ge=0, lt=1)
+    # The value pyramid: tiers from the top, each the share of ranked customers it takes; the
+    # last takes the rest. Ranked by expected lifetime value ("clv") or by the value of the
+    # trailing 12 months ("trailing_12m").
+    value_tiers: dict[str, float] = {"platinum": 0.01, "gold": 0.04, "silver": 0.15, "bronze": 0.80}
+    value_rank_by: str = Field("clv", pattern=r"^(clv|trailing_12m)$")
+    # Lifecycle: a customer is at risk after this many days without a purchase, or when P(alive)
+    # falls below value_at_risk_p_alive; lapsed after value_lapsed_days; won back by an order
+    # after a lapse.
+    value_at_risk_days: float = Field(60.0, gt=0)
+    value_lapsed_days: float = Field(120.0, gt=0)
+    value_at_risk_p_alive: float = Field(0.3, ge=0, le=1)
+    # Schedules of the projection worker: tier thresholds recomputed, models refitted on the
+    # order ledger (0: never; the first fit happens once value_min_customers have bought),
+    # customers whose stage changes with time re-examined.
+    value_thresholds_every_s: float = Field(600.0, gt=0)
+    value_refit_every_h: float = Field(24.0, ge=0)
+    value_min_customers: int = Field(50, ge=10)
+    value_sweep_every_s: float = Field(5.0, gt=0)
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # A positive value makes workers yield the CPU to the API on a shared machine. 0 by default:
     # accepted events then wait behind the requests, and freshness lost far more than the API
     # gained (BENCHMARKS.md).
     worker_nice: int = Field(0, ge=0, le=19)
+
+    @model_validator(mode="after")
+    def _value_rules(self) -> Settings:
+        shares = list(self.value_tiers.values())
+        if not shares or any(not 0 < v <= 1 for v in shares) or sum(shares) > 1 + 1e-9:
+            raise ValueError("value_tiers: each share in (0, 1], together at most 1")
+        if "prospect" in self.value_tiers:
+            raise ValueError("value_tiers: prospect is the tier of customers without an order")
+        if self.value_lapsed_days <= self.value_at_risk_days:
+            raise ValueError("value_lapsed_days must exceed value_at_risk_days")
+        if self.value_currency not in self.value_rates or any(r <= 0 for r in self.value_rates.values()):
+            raise ValueError("value_rates: positive rates, value_currency among them")
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -73,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def dlq_topic(self) -> str:
         return self.topic("touchpoints.dlq")
+
+    @property
+    def customer_changes_topic(self) -> str:
+        return self.topic("customer-changes")
 
     def group(self, processor: str) -> str:
         return f"{self.consumer_group_prefix}.{processor}"

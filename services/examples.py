@@ -71,6 +71,9 @@ def example_requests(base_url: str, email: str, customer_id: str, intro: str) ->
 {intro}
   curl -s '{base_url}/v1/customers?email={quote(email, safe="@")}'
   curl -s '{base_url}/v1/customers/{customer_id}/timeline?limit=5'
+  curl -s '{base_url}/v1/customers/{customer_id}/value'
+  curl -s '{base_url}/v1/segments?tier=platinum,gold&stage=at_risk&sort=value&limit=5'
+  curl -s '{base_url}/v1/value/pareto'
   curl -s -X POST {base_url}/v1/touchpoints -H 'content-type: application/json' \\
     -d {shlex.quote(json.dumps(event))}
   curl -s {base_url}/metrics | grep touchstream_
@@ -93,8 +96,32 @@ def after_sample(base_url: str, customers: int, events: int, seed: int) -> str:
         return example_requests(base_url, email, UNKNOWN_ID,
                                 "Try (the workers are still behind; the lookup answers once they catch up):")
     name = profile["attributes"].get("name") or email
+    print(value_summary(base_url), flush=True)
     return example_requests(base_url, email, profile["customer_id"],
                             f"Try, for {name}, one of the sample's customers:")
+
+
+def value_summary(base_url: str, timeout_s: float = 60) -> str:
+    """Tiers and stages of the sample's customers, once the tier thresholds have been computed
+    (the models are fitted on the ledger first)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=base_url, timeout=5) as client:
+        while True:
+            try:
+                pareto = client.get("/v1/value/pareto").json()
+            except (httpx.HTTPError, ValueError):
+                pareto = {}
+            if pareto.get("thresholds_version") or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    if not pareto.get("thresholds_version"):
+        return "value: tiers not computed yet (GET /v1/value/pareto shows them once they are)"
+    tiers = ", ".join(f"{t['tier']} {t['customers']}" for t in pareto["tiers"])
+    stages = ", ".join(f"{k} {v}" for k, v in pareto["stages"].items())
+    top = pareto["top_20_percent"]
+    share = f"{top['clv_share']:.0%}" if top["clv_share"] is not None else "n/a"
+    return (f"value pyramid: {tiers}; the top 20% of buyers hold {share} of expected value\n"
+            f"lifecycle: {stages}")
 
 
 def without_sample(base_url: str) -> str:

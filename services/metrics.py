@@ -24,3 +24,5 @@ QUARANTINED = Counter("touchstream_records_quarantined_total",
 RESEEKS = Counter("touchstream_reseeks_total",
                   "Times a processor went back to its tracked positions (a batch out of place, "
                   "a failed assignment, an unexpected failure)", ["processor"])
+CHANGES_PUBLISHED = Counter("touchstream_customer_changes_published_total",
+                            "Tier and stage changes published on customer-changes")

@@ -124,9 +124,10 @@ async def _ledger(url: str) -> list[Transaction]:
     import psycopg
 
     from projections.value import store
+    from services.config import get_settings
 
     async with await psycopg.AsyncConnection.connect(url) as conn:
-        return await store.ledger_transactions(conn)
+        return await store.ledger_transactions(conn, get_settings().value_rates)
 
 
 async def _store(url: str, cohort: Cohort, models: tuple[BgNbd, GammaGamma], source: str,

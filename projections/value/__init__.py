@@ -1,1 +1,144 @@
-"""Customer value: the purchase and spend models (``models``); the projection comes later."""
+"""Customer value: RFM, the purchase models' figures, the value pyramid tier and the lifecycle
+stage of each customer, decided as each touchpoint commits (``fold`` has the rules).
+
+A worker writes the value rows of the customers of its partitions in the batch's transaction,
+after the order ledger (``orders``) has taken the batch's orders. It keeps, per customer it last
+wrote, when the stage next changes by itself and when the customer was first seen: a touch that
+is not an order and changes neither is skipped without a read. Background jobs (``jobs``) re-age
+customers whose stage changes with time, recompute the tier thresholds, refit the models on a
+schedule, and publish the changes on ``customer-changes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from projections.base import Projection
+from projections.value import fold, rows, store
+
+
+class Value(Projection):
+    name = "value"
+    tables = ("customer_value", "customer_changes")
+    ddl = rows.DDL
+
+    def __init__(self, settings: Any = None):
+        from services.config import Settings
+
+        self.settings = settings or Settings()
+        s = self.settings
+        self.rules = fold.Rules(s.value_at_risk_days, s.value_lapsed_days, s.value_at_risk_p_alive)
+        self.rates = dict(s.value_rates)
+        self.ctx = fold.Context(self.rules, None, [])
+        self._versions: tuple[int | None, int | None] = (None, None)
+        self.held: OrderedDict[str, tuple[datetime, datetime | None]] = OrderedDict()
+        self.cache_size = s.profile_cache_size
+        self.jobs: Any = None
+
+    @classmethod
+    def build(cls, settings: Any) -> Value:
+        return cls(settings)
+
+    async def start(self, producer: Any) -> None:
+        from projections.value.jobs import Jobs
+
+        self.jobs = Jobs(self.settings, producer)
+        self.jobs.start()
+
+    async def stop(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.stop()
+
+    def read(self, event: dict[str, Any], partition: int, offset: int) -> fold.Touch:
+        at = datetime.fromisoformat(event["occurred_at"])
+        if at.tzinfo is None:
+            raise ValueError("occurred_at without a time zone")
+        return fold.Touch(event["customer"]["customer_id"], at, event["event_id"],
+                          event["type"] == "order")
+
+    async def context(self, conn: psycopg.AsyncConnection) -> fold.Context:
+        """The active models and the thresholds, reloaded when a version changed: a model set
+        activated while the pipeline runs is used from the next batch on."""
+        versions = await store.versions(conn)
+        if versions != self._versions:
+            self.ctx = await load_context(conn, self.settings, self.rules)
+            if versions[0] != self._versions[0]:
+                self.held.clear()  # when stages change by themselves depends on the model
+            self._versions = versions
+        return self.ctx
+
+    def _needs(self, touches: list[fold.Touch]) -> bool:
+        held = self.held.get(touches[0].customer_id)
+        if held is None:
+            return True
+        first_seen, review = held
+        return any(t.order or t.at < first_seen or (review is not None and t.at >= review)
+                   for t in touches)
+
+    async def write(self, conn: psycopg.AsyncConnection,
+                    readings: list[fold.Touch]) -> Callable[[], None] | None:
+        by_customer: dict[str, list[fold.Touch]] = defaultdict(list)
+        for t in readings:
+            by_customer[t.customer_id].append(t)
+        todo = {c: ts for c, ts in by_customer.items() if self._needs(ts)}
+        if not todo:
+            return None
+        ctx = await self.context(conn)
+        saved, changes = await apply(conn, ctx, self.rates, todo)
+
+        def committed() -> None:
+            for r in saved:
+                self.held[r.customer_id] = (r.first_seen, r.review_at)
+                self.held.move_to_end(r.customer_id)
+            while len(self.held) > self.cache_size:
+                self.held.popitem(last=False)
+            if changes and self.jobs is not None:
+                self.jobs.changed()
+        return committed
+
+    def forget(self) -> None:
+        self.held.clear()
+
+
+async def load_context(conn: psycopg.AsyncConnection, settings: Any, rules: fold.Rules) -> fold.Context:
+    active = await store.active(conn)
+    models = None if active is None else fold.Models(
+        active.version, active.purchases, active.spend, settings.value_horizon_weeks,
+        settings.value_discount_rate)
+    return fold.Context(rules, models, await store.thresholds(conn))
+
+
+async def apply(conn: psycopg.AsyncConnection, ctx: fold.Context, rates: dict[str, float],
+                todo: dict[str, list[fold.Touch]], until: datetime | None = None,
+                held: dict[str, fold.Row] | None = None) -> tuple[list[fold.Row], list[fold.Change]]:
+    """Decide and write the value rows of these customers (their touches in log order; with
+    ``until``, also the changes time brings up to then). ``held``: rows already loaded and
+    locked by the caller."""
+    current = held if held is not None else await rows.load(conn, list(todo))
+    need_orders = [c for c, ts in todo.items()
+                   if any(t.order for t in ts) or (c in current and current[c].facts.frequency)]
+    ledger = await rows.orders(conn, need_orders)
+    plans = []
+    for c, ts in todo.items():
+        days, _ = fold.purchases(ledger.get(c, ()), rates)
+        p = fold.plan(ctx, c, current.get(c), days, ts, until)
+        if p is not None:
+            plans.append((c not in current, *p))
+    every = [d.facts for _, _, decisions in plans for d in decisions]
+    figs = await asyncio.to_thread(fold.figures, ctx.models, every) if len(every) > 2000 \
+        else fold.figures(ctx.models, every)
+    saved, changes, i = [], [], 0
+    for new, row, decisions in plans:
+        row, changed = fold.decide(ctx, row, decisions, figs[i:i + len(decisions)], new)
+        i += len(decisions)
+        saved.append(row)
+        changes += changed
+    await rows.save(conn, saved)
+    await rows.save_changes(conn, changes)
+    return saved, changes

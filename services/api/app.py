@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from services.api import customers, ops
+from services.api import customers, ops, value
 from services.api.openapi import with_components
 from services.config import Settings, get_settings
 from services.gateway import routes as gateway
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Touchstream", version="0.1.0", lifespan=lifespan,
                   description="Touchpoints in, customer profiles and contact history out.")
     app.include_router(gateway.router)
+    app.include_router(value.router)  # before customers: /customers/{id}/value is more specific
     app.include_router(customers.router)
     app.include_router(ops.router)
     app.openapi = with_components(app)  # type: ignore[method-assign]

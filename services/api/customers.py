@@ -101,7 +101,14 @@ async def profile_of(conn: AsyncConnection, customer_id: str) -> dict[str, Any] 
     merged = fold.new_state()
     for state in found.states.values():
         merged = fold.merge(merged, state)
-    return present(merged, found.canonical_id, found.members, ledger.summary(found.orders))
+    out = present(merged, found.canonical_id, found.members, ledger.summary(found.orders))
+    cur = await conn.execute(
+        "SELECT tier, stage FROM customer_value WHERE customer_id = ANY(%s::uuid[]) "
+        "ORDER BY customer_id = %s::uuid DESC, as_of DESC LIMIT 1",
+        (found.members, found.canonical_id))
+    held = await cur.fetchone()
+    out["value"] = {"tier": held[0], "stage": held[1]} if held else None
+    return out
 
 
 @router.get("/{customer_id}")

@@ -87,13 +87,15 @@ class ProjectionStage:
         self.projections = [cls.build(settings) for cls in registry]
         self._pruned = time.monotonic()
         self._applied: Applied | None = None
-        self._applied: Applied | None = None
 
     async def start(self, producer) -> None:
-        """Nothing to start: dead letters are the runtime's."""
+        """What the projections run beside their batches (dead letters are the runtime's)."""
+        for p in self.projections:
+            await p.start(producer)
 
     async def stop(self) -> None:
-        """Nothing to stop."""
+        for p in self.projections:
+            await p.stop()
 
     def forget(self) -> None:
         for p in self.projections:

@@ -126,8 +126,16 @@ def test_make_run_prints_requests_for_a_customer_it_has(tmp_path):
     try:
         printed = _printed_until(proc, "Ctrl-C stops everything.", timeout_s=180)
         tried = printed[next(i for i, line in enumerate(printed) if line.startswith("Try")):]
-        lookup, timeline, post = shell_commands([line.strip() for line in tried[1:5]])
+        lookup, timeline, value, segment, pareto, post = shell_commands(
+            [line.strip() for line in tried[1:8]])
         assert "<" not in timeline, "the timeline names a real customer id"
+        assert any(line.startswith("value pyramid: platinum") for line in printed), printed
+        assert any(line.startswith("lifecycle: prospect") for line in printed), printed
+        worth = json.loads(_sh(value))
+        assert worth["tier"] in {"platinum", "gold", "silver", "bronze", "prospect"}
+        assert worth["stage"] and worth["explain"]["stage"] == worth["stage_reason"]
+        assert "items" in json.loads(_sh(segment))
+        assert json.loads(_sh(pareto))["thresholds_version"] is not None
         found = json.loads(_sh(lookup))["items"]
         assert len(found) == 1, f"{lookup} found nobody"
         customer = found[0]

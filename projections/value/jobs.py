@@ -1,0 +1,358 @@
+"""What the value projection runs beside its batches, in each projection worker; a PostgreSQL
+advisory lock makes one worker at a time do each job.
+
+- **sweep** (every ``value_sweep_every_s``): customers whose stage changes by itself (``review_at``
+  passed: at risk, lapsed, P(alive) below the threshold) are re-decided up to now, the changes
+  dated when they happened. Rows a batch holds are skipped (``SKIP LOCKED``) and taken next time.
+- **refit**: the models are fitted on the order ledger when none is active and enough customers
+  have bought, when the active set is older than ``value_refit_every_h``, or when the ledger's
+  buyers have doubled since it was fitted; the new set is activated (batches pick it up).
+- **thresholds** (every ``value_thresholds_every_s``, and at once when there are none yet or the
+  model changed): the tier cuts and RFM quintiles over the whole population, recorded as a new
+  version, then every customer's tier re-decided against them.
+- **relay**: tier and stage changes (``customer_changes``, written in the batches' transactions)
+  are published on ``customer-changes``, each exactly once: a relay taking over first reads the
+  topic's tail and marks what it finds there as published, so a relay killed between the send and
+  the mark does not send again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from projections.value import fold, rows, store
+from projections.value.models import FitError, fit_bgnbd, fit_gamma_gamma, summarise
+from services.kafka import send_keyed, topic_ends
+from services.metrics import CHANGES_PUBLISHED
+
+log = logging.getLogger("touchstream.value")
+
+LOCK_SWEEP, LOCK_MODELS, LOCK_RELAY = 7_301_001, 7_301_002, 7_301_003
+SWEEP_CHUNK = 500
+RETIER_CHUNK = 2000
+RELAY_CHUNK = 500
+TAIL = 2 * RELAY_CHUNK  # records per partition a relay reads back when it takes over
+RETRY_FIT_S = 600.0
+
+
+class Jobs:
+    def __init__(self, settings: Any, producer: Any):
+        self.settings = settings
+        self.producer = producer
+        self.rules = fold.Rules(settings.value_at_risk_days, settings.value_lapsed_days,
+                                settings.value_at_risk_p_alive)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._fit_failed_at = 0.0
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop("schedule", self._schedule,
+                                                      self.settings.value_sweep_every_s)),
+                       asyncio.create_task(self._loop("relay", self._relay, 1.0, self._wake))]
+
+    def changed(self) -> None:
+        """A batch committed changes: wake the relay."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+
+    async def connect(self, autocommit: bool = True) -> psycopg.AsyncConnection:
+        s = self.settings
+        return await psycopg.AsyncConnection.connect(
+            s.database_url, autocommit=autocommit,
+            options=f"-c search_path={s.projection_schema},public "
+                    f"-c lock_timeout={int(s.lock_timeout_s * 1000)} "
+                    f"-c idle_in_transaction_session_timeout={int(s.idle_in_transaction_s * 1000)}")
+
+    async def _loop(self, name: str, job: Any, every_s: float, wake: asyncio.Event | None = None) -> None:
+        """Run ``job(conn)`` every ``every_s`` (or when woken), reconnecting after failures."""
+        conn: psycopg.AsyncConnection | None = None
+        while True:
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = await self.connect()
+                await job(conn)
+            except asyncio.CancelledError:
+                if conn is not None:
+                    await conn.close()
+                raise
+            except Exception:  # noqa: BLE001 - a job retries after any failure; the batches go on
+                log.exception("value %s failed; retrying", name)
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                conn = None
+            if wake is None:
+                await asyncio.sleep(every_s)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), every_s)
+                wake.clear()
+
+    # --- schedule: refit, thresholds, sweep ----------------------------------------------------
+
+    async def _schedule(self, conn: psycopg.AsyncConnection) -> None:
+        await self.refit(conn)
+        while await self.sweep(conn) == SWEEP_CHUNK:
+            pass
+        await self.recompute(conn)
+
+    async def sweep(self, conn: psycopg.AsyncConnection, now: datetime | None = None) -> int:
+        """Re-decide up to SWEEP_CHUNK customers whose stage changes by itself; how many."""
+        now = now or datetime.now(UTC)
+        async with conn.transaction():
+            cur = await conn.execute(
+                f"SELECT {rows.COLUMNS} FROM customer_value WHERE review_at <= %s "
+                "ORDER BY review_at LIMIT %s FOR UPDATE SKIP LOCKED", (now, SWEEP_CHUNK))
+            held = {str(r[0]): rows.row_of(r) for r in await cur.fetchall()}
+            if not held:
+                return 0
+            from projections.value import apply, load_context
+
+            ctx = await load_context(conn, self.settings, self.rules)
+            _, changes = await apply(conn, ctx, dict(self.settings.value_rates),
+                                     {c: [] for c in held}, until=now, held=held)
+        if changes:
+            self._wake.set()
+        return len(held)
+
+    async def refit(self, conn: psycopg.AsyncConnection) -> int | None:
+        """Fit and activate a model set if one is due; its version."""
+        s = self.settings
+        if s.value_refit_every_h <= 0 or time.monotonic() - self._fit_failed_at < RETRY_FIT_S:
+            return None
+        async with conn.transaction():
+            if not await _try_lock(conn, LOCK_MODELS):
+                return None
+            active = await store.active(conn)
+            cur = await conn.execute("SELECT count(DISTINCT customer_id) FROM orders "
+                                     "WHERE status = 'placed'")
+            buyers = (await cur.fetchone())[0]
+            if buyers < s.value_min_customers:
+                return None
+            if active is not None:
+                age = datetime.now(UTC) - active.fitted_at
+                seen = int(active.data.get("customers", 0))
+                if age < timedelta(hours=s.value_refit_every_h) and buyers < 2 * seen:
+                    return None
+            transactions = await store.ledger_transactions(conn, dict(s.value_rates))
+            end = datetime.now(UTC).date()
+            try:
+                cohort, purchases, spend = await asyncio.to_thread(_fit, transactions, end)
+            except FitError as e:
+                self._fit_failed_at = time.monotonic()
+                log.warning("value models: no fit on the ledger yet (%s)", e)
+                return None
+            version = await store.save(conn, end, purchases, spend,
+                                       {"source": "ledger", "customers": len(cohort),
+                                        "repeat_customers": int((cohort.x > 0).sum()),
+                                        "scheduled": True})
+        log.info("value models: fitted version %s on %s customers", version, len(cohort))
+        return version
+
+    async def recompute(self, conn: psycopg.AsyncConnection, force: bool = False,
+                        now: datetime | None = None) -> int | None:
+        """Recompute the tier thresholds if due (or ``force``), then re-tier everyone; the version."""
+        s = self.settings
+        now = now or datetime.now(UTC)
+        async with conn.transaction():
+            if not await _try_lock(conn, LOCK_MODELS):
+                return None
+            ctx = await _context(conn, s, self.rules)
+            last = ctx.thresholds[-1] if ctx.thresholds else None
+            model_version = ctx.models.version if ctx.models else None
+            due = (force or last is None or last.model_version != model_version
+                   or now - last.computed_at >= timedelta(seconds=s.value_thresholds_every_s))
+            if not due:
+                return None
+            cur = await conn.execute(
+                "SELECT customer_id::text, x, t_x, m_x, first_purchase, last_purchase, frequency, "
+                "monetary FROM customer_value WHERE frequency > 0")
+            found = await cur.fetchall()
+            if len(found) < s.value_min_customers:
+                return None
+            many = [_facts_now(r, now) for r in found]
+            trailing = await _trailing(conn, s.value_rates, now)
+            rank_by = s.value_rank_by if ctx.models is not None else "trailing_12m"
+            figs = await asyncio.to_thread(fold.figures, ctx.models, many) if rank_by == "clv" \
+                else [fold.NO_FIGURES] * len(many)
+            values = [fig.clv or 0.0 for fig in figs] if rank_by == "clv" \
+                else [trailing.get(r[0], 0.0) for r in found]
+            rfm = ([f.recency_days or 0.0 for f in many], [f.frequency for f in many],
+                   [float(f.monetary) for f in many])
+            th = fold.compute_thresholds(0, now, rank_by, model_version, dict(s.value_tiers),
+                                         values, rfm)
+            version = await store.save_thresholds(conn, th, len(values))
+        log.info("value tiers: thresholds version %s over %s customers", version, len(values))
+        while await self.retier(conn, version, now) == RETIER_CHUNK:
+            pass
+        return version
+
+    async def retier(self, conn: psycopg.AsyncConnection, version: int, now: datetime) -> int:
+        """Re-decide the tiers of up to RETIER_CHUNK customers not yet decided by ``version``."""
+        async with conn.transaction():
+            ctx = await _context(conn, self.settings, self.rules)
+            th = next((t for t in ctx.thresholds if t.version == version), None)
+            if th is None or ctx.thresholds[-1].version != version:
+                return 0  # a newer recomputation took over
+            cur = await conn.execute(  # rows due a stage change wait for the sweep
+                f"SELECT {rows.COLUMNS} FROM customer_value WHERE frequency > 0 AND "
+                "thresholds_version IS DISTINCT FROM %s AND (review_at IS NULL OR review_at > %s) "
+                "LIMIT %s FOR UPDATE SKIP LOCKED", (version, now, RETIER_CHUNK))
+            held = [rows.row_of(r) for r in await cur.fetchall()]
+            if not held:
+                return 0
+            ledger = await rows.orders(conn, [r.customer_id for r in held])
+            rates = dict(self.settings.value_rates)
+            many = [fold.facts(fold.purchases(ledger.get(r.customer_id, ()), rates)[0],
+                               max(now, r.as_of)) for r in held]
+            figs = await asyncio.to_thread(fold.figures, ctx.models, many)
+            saved, changes = [], []
+            for r, f, fig in zip(held, many, figs, strict=True):
+                row, changed = fold.retier(ctx, r, th, f, fig)
+                saved.append(row)
+                changes += changed
+            await rows.save(conn, saved)
+            await rows.save_changes(conn, changes)
+        if changes:
+            self._wake.set()
+        return len(held)
+
+    # --- relay: customer_changes -> topic customer-changes, once each --------------------------
+
+    async def _relay(self, conn: psycopg.AsyncConnection) -> None:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_RELAY,))
+        if not (await cur.fetchone())[0]:
+            return  # another worker relays; this one stands by
+        try:
+            await self.recover(conn)
+            while await self.publish(conn) == RELAY_CHUNK:
+                pass
+            while True:  # hold the lock: publish whenever woken
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                self._wake.clear()
+                while await self.publish(conn) == RELAY_CHUNK:
+                    pass
+        finally:
+            if not conn.closed and not conn.broken:
+                with contextlib.suppress(Exception):
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_RELAY,))
+
+    async def recover(self, conn: psycopg.AsyncConnection) -> int:
+        """Mark as published what the topic's tail already holds; how many were unmarked."""
+        ids = await tail_ids(self.settings, self.settings.customer_changes_topic, TAIL)
+        if not ids:
+            return 0
+        cur = await conn.execute("UPDATE customer_changes SET published_at = now() "
+                                 "WHERE change_id = ANY(%s::uuid[]) AND published_at IS NULL",
+                                 (ids,))
+        return cur.rowcount
+
+    async def publish(self, conn: psycopg.AsyncConnection) -> int:
+        """Publish the oldest unpublished changes (keyed by customer: a customer's changes stay in
+        order on one partition), then mark them; how many."""
+        cur = await conn.execute(
+            "SELECT change_id::text, customer_id::text, kind, old, new, reason, event_id::text, "
+            "thresholds_version, model_version, occurred_at, seq FROM customer_changes "
+            "WHERE published_at IS NULL ORDER BY seq LIMIT %s", (RELAY_CHUNK,))
+        found = await cur.fetchall()
+        if not found:
+            return 0
+        records = [(cid.encode(), orjson.dumps(change_document(r)), [("ts-change-id", r[0].encode())])
+                   for r in found for cid in (r[1],)]
+        await send_keyed(self.producer, self.settings.customer_changes_topic, records)
+        await conn.execute("UPDATE customer_changes SET published_at = now() "
+                           "WHERE change_id = ANY(%s::uuid[])", ([r[0] for r in found],))
+        CHANGES_PUBLISHED.inc(len(found))
+        return len(found)
+
+
+def change_document(r: tuple) -> dict[str, Any]:
+    """A change as published on ``customer-changes`` (and answered in a customer's history)."""
+    (change_id, customer_id, kind, old, new, reason, event_id, th_version, model_version,
+     occurred_at, *_) = r
+    return {"change_id": change_id, "customer_id": customer_id, "kind": kind, "old": old,
+            "new": new, "reason": reason, "event_id": event_id,
+            "thresholds_version": th_version, "model_version": model_version,
+            "occurred_at": occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")}
+
+
+async def tail_ids(settings: Any, topic: str, per_partition: int) -> list[str]:
+    """The change ids of the last ``per_partition`` records of each partition of ``topic``."""
+    ends = await topic_ends(settings, topic)
+    wanted = {p: end for p, end in ends.items() if end >= 0}
+    if not wanted:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    ids: list[str] = []
+    try:
+        tps = {p: TopicPartition(topic, p) for p in wanted}
+        consumer.assign(list(tps.values()))
+        for p, tp in tps.items():
+            consumer.seek(tp, max(0, wanted[p] - per_partition + 1))
+        deadline = time.monotonic() + 30
+        while wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the tail of {topic}")
+            got = await consumer.getmany(timeout_ms=500)
+            for tp, records in got.items():
+                for r in records:
+                    ids += [v.decode() for k, v in r.headers if k == "ts-change-id"]
+                    if r.offset >= wanted.get(tp.partition, -1):
+                        wanted.pop(tp.partition, None)
+    finally:
+        await consumer.stop()
+    return ids
+
+
+async def _try_lock(conn: psycopg.AsyncConnection, key: int) -> bool:
+    cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,))
+    return bool((await cur.fetchone())[0])
+
+
+async def _context(conn: psycopg.AsyncConnection, settings: Any, rules: fold.Rules) -> fold.Context:
+    from projections.value import load_context
+
+    return await load_context(conn, settings, rules)
+
+
+def _fit(transactions: list, end: Any) -> tuple[Any, Any, Any]:
+    cohort = summarise(transactions, end)
+    return cohort, fit_bgnbd(cohort.x, cohort.t_x, cohort.T), fit_gamma_gamma(cohort.x, cohort.m_x)
+
+
+def _facts_now(r: tuple, now: datetime) -> fold.Facts:
+    """Facts as of now from a value row's columns (the trailing 12 months come from the ledger)."""
+    _, x, t_x, m_x, first, last, frequency, monetary = r
+    start = datetime.combine(first, datetime.min.time(), UTC)
+    return fold.Facts(now, frequency, first, last, None, monetary, 0, x, t_x,
+                      max((now - start).total_seconds() / fold.WEEK_S, t_x), m_x)
+
+
+async def _trailing(conn: psycopg.AsyncConnection, rates: dict[str, float],
+                    now: datetime) -> dict[str, float]:
+    """Value of each customer's purchases in the 12 months before ``now``."""
+    cur = await conn.execute(
+        "SELECT o.customer_id::text, sum(o.amount * r.rate)::float8 FROM orders o "
+        "JOIN unnest(%s::text[], %s::numeric[]) AS r(currency, rate) USING (currency) "
+        "WHERE o.status = 'placed' AND o.placed_at > %s GROUP BY o.customer_id",
+        (list(rates), [str(v) for v in rates.values()], now - fold.TRAILING))
+    return dict(await cur.fetchall())
