@@ -282,20 +282,22 @@ NO_FIGURES = Figures(None, None, None, None)
 
 def figures(models: Models | None, many: Sequence[Facts]) -> list[Figures]:
     """The model's figures for many customers at once (vectorised: one call per batch)."""
-    if models is None or not many:
-        return [NO_FIGURES] * len(many)
-    x = np.array([f.x for f in many], dtype=float)
-    t_x = np.array([f.t_x for f in many])
-    T = np.array([f.T for f in many])
-    m_x = np.array([f.m_x for f in many])
-    bought = np.array([f.frequency > 0 for f in many])
+    out = [NO_FIGURES] * len(many)
+    bought = [i for i, f in enumerate(many) if f.frequency > 0]
+    if models is None or not bought:
+        return out
+    x = np.array([many[i].x for i in bought], dtype=float)
+    t_x = np.array([many[i].t_x for i in bought])
+    T = np.array([many[i].T for i in bought])
+    m_x = np.array([many[i].m_x for i in bought])
     alive = models.purchases.p_alive(x, t_x, T)
     expected = models.purchases.expected_purchases(HORIZON_90D_WEEKS, x, t_x, T)
     aov = models.spend.expected_order_value(x, m_x)
     clv = expected_value(models.purchases, models.spend, x, t_x, T, m_x, models.horizon_weeks,
                          models.discount_rate, STEP_WEEKS)
-    return [Figures(float(alive[i]), float(expected[i]), float(aov[i]), float(clv[i]))
-            if bought[i] else NO_FIGURES for i in range(len(many))]
+    for k, i in enumerate(bought):
+        out[i] = Figures(float(alive[k]), float(expected[k]), float(aov[k]), float(clv[k]))
+    return out
 
 
 def rank_value(rank_by: str, f: Facts, fig: Figures) -> float:
