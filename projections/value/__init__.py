@@ -21,6 +21,7 @@ import psycopg
 
 from projections.base import Projection
 from projections.value import fold, rows, store
+from projections.value.clock import Clock
 
 
 class Value(Projection):
@@ -40,15 +41,16 @@ class Value(Projection):
         self.held: OrderedDict[str, tuple[datetime, datetime | None]] = OrderedDict()
         self.cache_size = s.profile_cache_size
         self.jobs: Any = None
+        self.clock = Clock()
 
     @classmethod
     def build(cls, settings: Any) -> Value:
         return cls(settings)
 
     async def start(self, producer: Any) -> None:
-        from projections.value.jobs import Jobs
+        from projections.value.jobs import Jobs  # noqa: PLC0415 - jobs import this module
 
-        self.jobs = Jobs(self.settings, producer)
+        self.jobs = Jobs(self.settings, producer, self.clock)
         self.jobs.start()
 
     async def stop(self) -> None:
@@ -86,6 +88,7 @@ class Value(Projection):
         by_customer: dict[str, list[fold.Touch]] = defaultdict(list)
         for t in readings:
             by_customer[t.customer_id].append(t)
+        self.clock.saw(max(t.at for t in readings))
         todo = {c: ts for c, ts in by_customer.items() if self._needs(ts)}
         if not todo:
             return None

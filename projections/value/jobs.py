@@ -6,14 +6,19 @@ advisory lock makes one worker at a time do each job.
   dated when they happened. Rows a batch holds are skipped (``SKIP LOCKED``) and taken next time.
 - **refit**: the models are fitted on the order ledger when none is active and enough customers
   have bought, when the active set is older than ``value_refit_every_h``, or when the ledger's
-  buyers have doubled since it was fitted; the new set is activated (batches pick it up).
-- **thresholds** (every ``value_thresholds_every_s``, and at once when there are none yet or the
-  model changed): the tier cuts and RFM quintiles over the whole population, recorded as a new
-  version, then every customer's tier re-decided against them.
+  buyers have doubled since it was fitted; the new set is activated (batches pick it up). A fit
+  the data cannot support is retried once the buyers grew by a fifth, or after RETRY_FIT_S.
+- **thresholds** (every ``value_thresholds_every_s``, and at once when there are none yet, the
+  model changed or the ranked population grew by half): the tier cuts and RFM quintiles over the
+  whole population, recorded as a new version, then every customer's tier re-decided against
+  them (after what time alone changed for them).
 - **relay**: tier and stage changes (``customer_changes``, written in the batches' transactions)
   are published on ``customer-changes``, each exactly once: a relay taking over first reads the
   topic's tail and marks what it finds there as published, so a relay killed between the send and
   the mark does not send again.
+
+"Now" is the event time the log has reached while a backlog is being worked off, and the wall
+clock once the worker has caught up (``clock.Clock``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.value import fold, rows, store
+from projections.value.clock import Clock
 from projections.value.models import FitError, fit_bgnbd, fit_gamma_gamma, summarise
 from services.kafka import send_keyed, topic_ends
 from services.metrics import CHANGES_PUBLISHED
@@ -45,14 +51,15 @@ RETRY_FIT_S = 600.0
 
 
 class Jobs:
-    def __init__(self, settings: Any, producer: Any):
+    def __init__(self, settings: Any, producer: Any, clock: Clock | None = None):
         self.settings = settings
         self.producer = producer
+        self.clock = clock or Clock()
         self.rules = fold.Rules(settings.value_at_risk_days, settings.value_lapsed_days,
                                 settings.value_at_risk_p_alive)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._fit_failed_at = 0.0
+        self._fit_failed: tuple[float, int] | None = None  # when, with how many buyers
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop("schedule", self._schedule,
@@ -114,7 +121,7 @@ class Jobs:
 
     async def sweep(self, conn: psycopg.AsyncConnection, now: datetime | None = None) -> int:
         """Re-decide up to SWEEP_CHUNK customers whose stage changes by itself; how many."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock.now()
         async with conn.transaction():
             cur = await conn.execute(
                 f"SELECT {rows.COLUMNS} FROM customer_value WHERE review_at <= %s "
@@ -134,7 +141,7 @@ class Jobs:
     async def refit(self, conn: psycopg.AsyncConnection) -> int | None:
         """Fit and activate a model set if one is due; its version."""
         s = self.settings
-        if s.value_refit_every_h <= 0 or time.monotonic() - self._fit_failed_at < RETRY_FIT_S:
+        if s.value_refit_every_h <= 0:
             return None
         async with conn.transaction():
             if not await _try_lock(conn, LOCK_MODELS):
@@ -145,6 +152,10 @@ class Jobs:
             buyers = (await cur.fetchone())[0]
             if buyers < s.value_min_customers:
                 return None
+            if self._fit_failed is not None:  # retry once the data grew, or after a while
+                at, then = self._fit_failed
+                if time.monotonic() - at < RETRY_FIT_S and buyers < 1.2 * then:
+                    return None
             if active is not None:
                 age = datetime.now(UTC) - active.fitted_at
                 seen = int(active.data.get("customers", 0))
@@ -155,7 +166,7 @@ class Jobs:
             try:
                 cohort, purchases, spend = await asyncio.to_thread(_fit, transactions, end)
             except FitError as e:
-                self._fit_failed_at = time.monotonic()
+                self._fit_failed = (time.monotonic(), buyers)
                 log.warning("value models: no fit on the ledger yet (%s)", e)
                 return None
             version = await store.save(conn, end, purchases, spend,
@@ -169,14 +180,20 @@ class Jobs:
                         now: datetime | None = None) -> int | None:
         """Recompute the tier thresholds if due (or ``force``), then re-tier everyone; the version."""
         s = self.settings
-        now = now or datetime.now(UTC)
+        now = now or self.clock.now()
         async with conn.transaction():
             if not await _try_lock(conn, LOCK_MODELS):
                 return None
             ctx = await _context(conn, s, self.rules)
             last = ctx.thresholds[-1] if ctx.thresholds else None
             model_version = ctx.models.version if ctx.models else None
+            cur = await conn.execute("SELECT count(*) FROM customer_value WHERE frequency > 0")
+            buyers = (await cur.fetchone())[0]
+            if buyers < s.value_min_customers:
+                return None
+            ranked = await _ranked(conn, last.version) if last else 0
             due = (force or last is None or last.model_version != model_version
+                   or buyers >= 1.5 * ranked  # the population grew by half since
                    or now - last.computed_at >= timedelta(seconds=s.value_thresholds_every_s))
             if not due:
                 return None
@@ -184,8 +201,6 @@ class Jobs:
                 "SELECT customer_id::text, x, t_x, m_x, first_purchase, last_purchase, frequency, "
                 "monetary FROM customer_value WHERE frequency > 0")
             found = await cur.fetchall()
-            if len(found) < s.value_min_customers:
-                return None
             many = [_facts_now(r, now) for r in found]
             trailing = await _trailing(conn, s.value_rates, now)
             rank_by = s.value_rank_by if ctx.models is not None else "trailing_12m"
@@ -210,20 +225,29 @@ class Jobs:
             th = next((t for t in ctx.thresholds if t.version == version), None)
             if th is None or ctx.thresholds[-1].version != version:
                 return 0  # a newer recomputation took over
-            cur = await conn.execute(  # rows due a stage change wait for the sweep
+            cur = await conn.execute(
                 f"SELECT {rows.COLUMNS} FROM customer_value WHERE frequency > 0 AND "
-                "thresholds_version IS DISTINCT FROM %s AND (review_at IS NULL OR review_at > %s) "
-                "LIMIT %s FOR UPDATE SKIP LOCKED", (version, now, RETIER_CHUNK))
+                "thresholds_version IS DISTINCT FROM %s LIMIT %s FOR UPDATE SKIP LOCKED",
+                (version, RETIER_CHUNK))
             held = [rows.row_of(r) for r in await cur.fetchall()]
             if not held:
                 return 0
             ledger = await rows.orders(conn, [r.customer_id for r in held])
             rates = dict(self.settings.value_rates)
-            many = [fold.facts(fold.purchases(ledger.get(r.customer_id, ()), rates)[0],
-                               max(now, r.as_of)) for r in held]
-            figs = await asyncio.to_thread(fold.figures, ctx.models, many)
+            bought = [fold.purchases(ledger.get(r.customer_id, ()), rates)[0] for r in held]
             saved, changes = [], []
-            for r, f, fig in zip(held, many, figs, strict=True):
+            # first what time has changed up to the recomputation (stages), then the tier
+            plans = [fold.plan(ctx, r.customer_id, r, b, [], until=now)
+                     for r, b in zip(held, bought, strict=True)]
+            steps = [d.facts for p in plans if p is not None for d in p[1]]
+            many = [fold.facts(b, max(now, r.as_of)) for r, b in zip(held, bought, strict=True)]
+            figs = await asyncio.to_thread(fold.figures, ctx.models, steps + many)
+            k = 0
+            for r, p, f, fig in zip(held, plans, many, figs[len(steps):], strict=True):
+                if p is not None and p[1]:
+                    r, changed = fold.decide(ctx, p[0], p[1], figs[k:k + len(p[1])], False)
+                    k += len(p[1])
+                    changes += changed
                 row, changed = fold.retier(ctx, r, th, f, fig)
                 saved.append(row)
                 changes += changed
@@ -321,6 +345,12 @@ async def tail_ids(settings: Any, topic: str, per_partition: int) -> list[str]:
     finally:
         await consumer.stop()
     return ids
+
+
+async def _ranked(conn: psycopg.AsyncConnection, version: int) -> int:
+    cur = await conn.execute("SELECT customers FROM value_thresholds WHERE version = %s", (version,))
+    found = await cur.fetchone()
+    return found[0] if found else 0
 
 
 async def _try_lock(conn: psycopg.AsyncConnection, key: int) -> bool:
