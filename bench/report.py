@@ -50,8 +50,11 @@ def _fmt(value: Any, unit: str = "") -> str:
 def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(figure, value, target, verdict) for every figure the issue names."""
     p = r["pipeline"]
+    full = "" if r.get("quick") is False else " (quick run; the target is the full run's)"
     out = [
-        ("pipeline events/s", _fmt(p["events_per_s"]), ">= 20,000", _verdict(p["events_per_s"], 20_000)),
+        (f"pipeline events/s: identity + {_projections(p)}", _fmt(p["events_per_s"]),
+         ">= 20,000 (full run)", _verdict(p["events_per_s"], 20_000) + full),
+        *_cpu_row(p),
         ("pipeline limit (events/s)", _fmt(p["limit_events_per_s"]), "", p["limit_basis"]),
         ("ratio to limit", _fmt(p["ratio_to_limit"]), ">= 0.35", _verdict(p["ratio_to_limit"], 0.35)),
         ("two workers per stage, events/s", _fmt(p.get("two_workers_events_per_s")), "",
@@ -91,11 +94,13 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("freshness p50 / p99 / max (ms)",
          f"{_fmt(fresh.get('p50_ms'))} / {_fmt(fresh.get('p99_ms'))} / {_fmt(fresh.get('max_ms'))}",
          "p99 < 500", _verdict(fresh.get("p99_ms"), 500, lower=True)),
+        *_value_freshness_row((r.get("freshness") or {}).get("value")),
         ("profile lookup p99 idle / under load (ms)",
          f"{_fmt(prof.get('idle_p99_ms'))} / {_fmt(prof.get('load_p99_ms'))}", "load p99 < 10",
          _verdict(prof.get("load_p99_ms"), 10, lower=True)),
         ("timeline lookup p99 under load (ms)", _fmt(timeline.get("load_p99_ms")), "", ""),
     ]
+    out += _models_row(r.get("models"))
     iso = r.get("isolation") or {}
     out.append((f"isolation: one poison record in a batch of {iso.get('batch', 5000):,}, "
                 "extra µs per record", _fmt(iso.get("us_per_record")), "",
@@ -107,6 +112,63 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append((f"RSS {name} at 20% / 100% (MB)", f"{_fmt(a)} / {_fmt(b)}", "<= 1.5x",
                     _verdict(growth, 1.5, lower=True, inclusive=True)))
     return out
+
+
+def _projections(p: dict[str, Any]) -> str:
+    """The projections the pipeline ran: every registered one (older results do not say)."""
+    names = p.get("projections")
+    return f"every projection ({', '.join(names)})" if names else "every registered projection"
+
+
+def _cpu_row(p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """CPU per event of the one-worker pipeline: the workers, the broker and PostgreSQL."""
+    by = p.get("cpu_us_per_event_by_process") or p.get("cpu_us_per_event") or {}
+    if not by:
+        return []
+    total = p.get("cpu_us_per_event_total", sum(by.values()))
+    return [("pipeline CPU per event (µs), all processes", _fmt(float(total)), "",
+             ", ".join(f"{k} {_fmt(float(v))}" for k, v in sorted(by.items())))]
+
+
+def _models_row(m: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """The models fitted on the run's order ledger: read, each fit and the total, in seconds;
+    a fit the data cannot support shows its FitError instead."""
+    if not m:
+        return []
+    if m.get("error"):
+        return [("models fit on the run's order ledger (s)", _cell(m["error"]), "total < 60", "")]
+    fits = (m["bgnbd"], m["gamma_gamma"])
+    failed = [_cell(f["error"]) for f in fits if f.get("error")]  # the message names its model
+    read = m["read_s"] + m["summarise_s"]
+    times = " / ".join(_fmt(float(x)) for x in (read, m["bgnbd"]["seconds"],
+                                                 m["gamma_gamma"]["seconds"], m["total_s"]))
+    label = (f"models fit on the run's order ledger ({_fmt(m['customers'])} customers, "
+             f"{_fmt(m['repeat_customers'])} repeat buyers, {_fmt(m['transactions'])} orders): "
+             "read / fit BG/NBD / fit Gamma-Gamma / total (s)")
+    limit = m.get("limit_s", 60)
+    return [(label, "; ".join(failed) if failed else times, f"total < {limit:g}",
+             f"FitError (times {times})" if failed else _verdict(m["total_s"], limit, lower=True))]
+
+
+def _value_freshness_row(v: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """From a known customer's POSTed order (its 202) until its value shows the new frequency."""
+    if not v:
+        return []
+    if v.get("error"):
+        return [("order -> value freshness p50 / p99 (ms)", _cell(v["error"]), "p99 < 1,000", "")]
+    note = (f"from the send p99 {_fmt(v.get('from_send_p99_ms'))} ms; value GET p50 "
+            f"{_fmt(v.get('value_get_p50_ms'))} ms; never seen {v.get('never_seen')}")
+    if v.get("errors"):
+        note += f"; POST errors {v['errors']}"
+    return [(f"order -> value freshness p50 / p99 / max (ms), {_fmt(v.get('orders'))} orders at "
+             f"{_fmt(v.get('offered_per_s'))}/s",
+             f"{_fmt(v.get('p50_ms'))} / {_fmt(v.get('p99_ms'))} / {_fmt(v.get('max_ms'))}",
+             "p99 < 1,000", f"{_verdict(v.get('p99_ms'), 1000, lower=True)} ({note})")]
+
+
+def _cell(text: str) -> str:
+    """Text made safe for one Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _verdict(value: Any, target: float, lower: bool = False, inclusive: bool = False) -> str:

@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
-from bench import freshness, ingest, isolation, limits, peers, pipeline, queries, report
+from bench import freshness, ingest, isolation, limits, peers, pipeline, queries, report, value
 from bench.baseline import BASELINE_TYPES, DEFAULT_REF, Baseline
 from bench.env import BenchEnv, raw_records
+from projections import REGISTRY
 from services.config import Settings
 
 
@@ -58,6 +59,10 @@ def pipeline_figures(env: BenchEnv, records: list, quick: bool,
         "two_workers_events_per_s": two["events_per_s"],
         "two_workers_ratio": two["events_per_s"] / one["events_per_s"],
         "cpu_us_per_event": one["cpu_us_per_event"],
+        "cpu_us_per_event_by_process": {_process_name(k, stages): v
+                                        for k, v in one["cpu_us_per_event"].items()},
+        "cpu_us_per_event_total": round(sum(one["cpu_us_per_event"].values()), 1),
+        "projections": [p.name for p in REGISTRY],
         "baseline": before,
         "peers": {},
         "ratio_to_faust": None,
@@ -107,6 +112,29 @@ def baseline_figures(env: BenchEnv, records: list, stages: list[str], ref: str,
             "ratio": ours["events_per_s"] / then["events_per_s"]}
 
 
+def models_figures(s: Settings) -> dict[str, Any]:
+    """BG/NBD and Gamma-Gamma fitted on the order ledger the pipeline measurement left in ``s``'s
+    database (a fit the data cannot support reports its FitError inside the figures)."""
+    log("models: BG/NBD and Gamma-Gamma fitted on the pipeline's order ledger")
+    try:
+        fitted = value.fit(s)
+    except Exception as exc:  # noqa: BLE001 - a fit that cannot run is reported, not hidden
+        log(f"models fit failed: {exc!r}")
+        return {"error": repr(exc), "total_s": None}
+    log(f"models: {fitted['customers']:,} customers ({fitted['repeat_customers']:,} repeat buyers) "
+        f"in {fitted['total_s']:.2f} s")
+    return fitted
+
+
+def value_freshness(env: BenchEnv, quick: bool) -> dict[str, Any]:
+    """Order -> value freshness (``value.freshness``); an error is reported, not hidden."""
+    try:
+        return value.freshness(env, quick)
+    except Exception as exc:  # noqa: BLE001 - reported beside the other figures
+        log(f"value freshness failed: {exc!r}")
+        return {"error": repr(exc), "p50_ms": None, "p99_ms": None}
+
+
 def _type(value: bytes) -> str:
     return orjson.loads(value)["type"]
 
@@ -128,15 +156,19 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path,
     env = BenchEnv.start(Settings(state_dir=state_dir))
     try:
         result: dict[str, Any] = {"started_at": started, "quick": quick, "machine": report.machine()}
-        figures, _ = pipeline_figures(env, records, quick, baseline_ref)
+        figures, pipeline_settings = pipeline_figures(env, records, quick, baseline_ref)
         result.update(figures)
         del records
+        result["models"] = models_figures(pipeline_settings)
         env.discard()
         log("ingest: HTTP single and batch, SDK")
         result["ingest"] = ingest.run(env, quick)
         env.discard()
         log("freshness: POST until the profile shows it")
         result["freshness"] = {"profile": freshness.run(env, quick)}
+        env.discard()
+        log("freshness: a known customer's order until its value shows it")
+        result["freshness"]["value"] = value_freshness(env, quick)
         env.discard()
         log("queries: profile and timeline, idle and under load")
         result["query"] = queries.run(

@@ -2,12 +2,17 @@
 
 A population of customers, each with a stable identity (emails, phone, CRM id), a locale, a
 currency, a lifetime inside the window, an activity rate from a gamma distribution (a few very
-active, most occasional) and a disposition. Event times are the sorted uniforms over the window,
-drawn one at a time; each goes to a customer picked by activity among those alive then, and
-carries a non-empty subset of that customer's identifiers. Some events have follow-ups, due
-later: a complaint is resolved, an order, a call or a resolution gets a CSAT answer. Satisfaction
-answers (those and occasional NPS answers) follow the customer's disposition, less what their
-recent complaints still weigh. Output is locally shuffled, as real feeds arrive out of order.
+active, most occasional), a spend level (lognormal: a few spend many times more per order than
+most) and a disposition. Some of those present all along lapse, regulars more often: a pause of
+LAPSE_DAYS or more (about 70% of a shorter window) well inside the window, without a single
+touchpoint. Around it they buy more often than others (seasonal shoppers), so that many buy on
+both sides of it: won back. Event times are the sorted uniforms over the window, drawn one at a
+time; each goes to a customer picked by activity among those active then (born, not gone, not
+pausing), and carries a non-empty subset of that customer's identifiers.
+Some events have follow-ups, due later: a complaint is resolved, an order, a call or a
+resolution gets a CSAT answer (unless the customer is pausing by then). Satisfaction answers
+(those and occasional NPS answers) follow the customer's disposition, less what their recent
+complaints still weigh. Output is locally shuffled, as real feeds arrive out of order.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate, count
+from math import exp, inf
+from operator import attrgetter
 from random import Random
+from statistics import NormalDist
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -33,6 +41,7 @@ TYPES = ("web_visit", "email", "order", "call", "complaint", "feedback")
 # orders too soon after the last become visits; calls to customers without a phone, emails;
 # feedback drawn here answers the occasional NPS survey (CSAT answers are follow-ups)
 TYPE_CUM = _cum(0.38, 0.19, 0.22, 0.16, 0.03, 0.006)
+LAPSER_TYPE_CUM = _cum(0.38, 0.19, 0.6, 0.16, 0.03, 0.006)  # seasonal: around, they come to buy
 CHANNELS = {  # a repeated channel is proportionally more likely
     "web_visit": ("web", "web", "app"),
     "email": ("email",),
@@ -108,6 +117,20 @@ DAY = 86400.0
 HH_MM = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
 SS = tuple(f"{s:02d}+00:00" for s in range(60))
 SHUFFLE = 256  # events held back to shuffle the output locally
+# customers present all along who lapse: a pause with no events at all, of LAPSE_DAYS or more
+# (see _pause_lengths), at least PAUSE_MARGIN of the window from either end; the chance is
+# LAPSE_ODDS times the activity weight (a gamma(0.5) variate, mean 0.5), at most LAPSE_CAP.
+# Their touchpoints are drawn by LAPSER_TYPE_CUM: almost three times as many orders.
+LAPSE_ODDS, LAPSE_CAP = 1.5, 0.6
+LAPSE_DAYS = 120
+PAUSE_MARGIN = 0.05
+# a customer's spend level, lognormal with mean 1 (a few spend far more per order), as a table of
+# quantiles: drawing from it costs much less than a lognormal variate, for millions of customers
+BASKET_SIGMA = 0.8
+BASKETS = tuple(
+    exp(BASKET_SIGMA * NormalDist().inv_cdf((k + 0.5) / 512) - BASKET_SIGMA**2 / 2)
+    for k in range(512)
+)
 
 
 @dataclass(frozen=True)
@@ -138,7 +161,7 @@ def generate(spec: SampleSpec) -> Iterator[dict]:
             kind, payload = follow_up(c, at, detail)
         else:
             at, c = t, pick(t)
-            kind, payload = make.payload(TYPES[bisect(TYPE_CUM, r())], c, t, spec.events - left,
+            kind, payload = make.payload(TYPES[bisect(c.types, r())], c, t, spec.events - left,
                                          event_id)
         event = {
             "event_id": event_id,
@@ -185,6 +208,10 @@ class _Customer:
     dies: float
     order_gap: float
     disposition: float  # how satisfied the customer tends to be, about 0 to 1
+    basket: float = 1.0  # spend level: scales the lines and quantities of their orders
+    pause: float = 2.0  # a lapse, [pause, resume) as fractions of the window; 2.0: none
+    resume: float = 2.0
+    types: tuple[float, ...] = TYPE_CUM  # how likely each type of touchpoint is, cumulative
     last_order: float = -1.0
     grievance: float = 0.0  # what their complaints weigh on them, as of `aggrieved_at`
     aggrieved_at: float = 0.0
@@ -193,8 +220,9 @@ class _Customer:
 def _population(spec: SampleSpec) -> list[_Customer]:
     if spec.customers > 8_000_000:
         raise ValueError("at most 8 million customers (phone numbers would repeat)")
-    rng = Random(f"{spec.seed}:customers")
-    r, out = rng.random, []
+    rng, habits = Random(f"{spec.seed}:customers"), Random(f"{spec.seed}:habits")
+    r, h, out = rng.random, habits.random, []
+    least, most = _pause_lengths(spec.days)
     for i in range(spec.customers):
         locale, currency, cities, prefix = LOCALES[bisect(LOCALE_CUM, r())]
         first, last = _any(r, FIRST), _any(r, LAST)
@@ -211,9 +239,26 @@ def _population(spec: SampleSpec) -> list[_Customer]:
         attributes = {"name": f"{first} {last}", "locale": locale, "city": _any(r, cities)}
         weight, gap = rng.gammavariate(0.5, 1.0), (2.0 + 28.0 * r()) / spec.days
         disposition = rng.gauss(0.82, 0.13)
+        # habits come from a generator of their own, so identities stay what they were: a
+        # spend level, lognormal with mean 1; and a pause for some of those present all along,
+        # regulars more often (an occasional visitor rather drifts away), who buy more when
+        # around (they come for a season's shopping)
+        basket, pause, resume, types = BASKETS[int(h() * len(BASKETS))], 2.0, 2.0, TYPE_CUM
+        if born == 0.0 and dies == 1.0 and h() < min(LAPSE_CAP, LAPSE_ODDS * weight):
+            length = least + (most - least) * h()
+            pause = PAUSE_MARGIN + (1.0 - 2 * PAUSE_MARGIN - length) * h()
+            resume, types = pause + length, LAPSER_TYPE_CUM
         out.append(_Customer(emails, phone, crm, attributes, currency, weight, born, dies, gap,
-                             disposition))
+                             disposition, basket, pause, resume, types))
     return out
+
+
+def _pause_lengths(days: int) -> tuple[float, float]:
+    """The least and most length of a pause, as fractions of a window of `days`: a lapse of
+    LAPSE_DAYS and more where the window has room for it and for some activity either side
+    (180 days: 121 to 135 days), else about 70% of the window."""
+    least = min(1.01 * LAPSE_DAYS / days, 0.7)
+    return least, max(least, min(1.25 * LAPSE_DAYS / days, 0.75))
 
 
 def _phone(i: int, locale: str, prefix: str) -> str:
@@ -224,25 +269,89 @@ def _phone(i: int, locale: str, prefix: str) -> str:
 
 
 def _picker(customers: list[_Customer], r: Callable[[], float]) -> Callable[[float], _Customer]:
-    """Pick a customer by activity in O(1) (Walker's alias method), among those alive at `t`."""
-    n, total = len(customers), sum(c.weight for c in customers)
-    share, alias = [c.weight * n / total for c in customers], list(range(n))
+    """Pick a customer by activity among those active at `t`: born, not yet gone, not pausing.
+
+    Most come from Walker's alias table in O(1), rejecting those not yet born or already gone.
+    Rejecting those pausing would take many tries (lapsers are active customers and, mid-window,
+    most of them pause), so lapsers are picked apart: those active at `t` are the ones back (a
+    prefix by end of pause) and the ones yet to pause (a suffix by start), a range of cumulative
+    weights to bisect, or all of them (before the first pause, after the last), from an alias
+    table of their own. What changes only as a pause starts or ends is worked out beforehand.
+    Should 64 tries find nobody (a tiny population), a scan picks among the active; if there
+    are none, anyone.
+    """
+    steady = [c for c in customers if c.pause > 1.0]
+    lapsers = sorted((c for c in customers if c.pause <= 1.0), key=attrgetter("pause"))
+    by_resume = sorted(lapsers, key=attrgetter("resume"))
+    pauses, resumes = [c.pause for c in lapsers], [c.resume for c in by_resume]
+    upto_pause = [0.0, *accumulate(c.weight for c in lapsers)]  # the weight of the first k
+    upto_resume = [0.0, *accumulate(c.weight for c in by_resume)]
+    n, m, held, total = len(steady), len(lapsers), sum(c.weight for c in steady), upto_pause[-1]
+    scale = (n - 1e-6) / held if n else 0.0  # a draw below `held` -> an index below n
+    lapser_scale = (m - 1e-6) / total if m else 0.0
+    share, alias = _alias([c.weight for c in steady])
+    # each column's customer and its alias, with their lifetimes at hand: a rejected try reads
+    # less memory (a population of millions is far bigger than the cache)
+    kept = [(c.born, c.dies, c) for c in steady]
+    swapped = [kept[a] for a in alias]
+    lapser_share, lapser_alias = _alias([c.weight for c in lapsers])
+    # from each time a pause starts or ends to the next: the first k lapsers by start of pause
+    # are pausing or back; the steady's weight plus that of the lapsers back; plus that of the
+    # lapsers yet to pause; whether all the lapsers are active (as many back as ever paused)
+    bounds = [-inf, *sorted({*pauses, *resumes})]
+    started, ended = [bisect(pauses, b) for b in bounds], [bisect(resumes, b) for b in bounds]
+    segments = [
+        (since, until, k, held + upto_resume[j], held + upto_resume[j] + total - upto_pause[k], j == k)
+        for since, until, k, j in zip(bounds, [*bounds[1:], inf], started, ended, strict=True)
+    ]
+    since, until, k, held_back, weight, whole = inf, -inf, 0, 0.0, 0.0, False
+
+    def pick(t: float) -> _Customer:
+        nonlocal since, until, k, held_back, weight, whole
+        if not since <= t < until:
+            since, until, k, held_back, weight, whole = segments[bisect(bounds, t) - 1]
+        for _ in range(64):
+            x = r() * weight
+            if x < held:  # rejection: customers not yet born or already gone
+                y = x * scale  # its whole part picks a column, the rest is uniform in it
+                i = int(y)
+                born, dies, c = kept[i] if y - i < share[i] else swapped[i]
+                if born <= t <= dies:
+                    return c
+                continue
+            if whole:
+                y = (x - held) * lapser_scale
+                i = int(y)
+                c = lapsers[i if y - i < lapser_share[i] else lapser_alias[i]]
+            elif x < held_back:  # (bisect's bounds and the check guard against rounding)
+                c = by_resume[bisect(upto_resume, x - held, 0, m) - 1]
+            else:
+                c = lapsers[bisect(upto_pause, upto_pause[k] + x - held_back, 0, m) - 1]
+            if c.born <= t <= c.dies and not c.pause <= t < c.resume:
+                return c
+        active = [c for c in customers if c.born <= t <= c.dies and not c.pause <= t < c.resume]
+        x = r() * sum(c.weight for c in active)
+        for c in active:
+            x -= c.weight
+            if x < 0.0:
+                break
+        return c
+
+    return pick
+
+
+def _alias(weights: list[float]) -> tuple[list[float], list[int]]:
+    """Walker's alias table: pick i uniformly, keep it if ``random() < share[i]``, else take
+    ``alias[i]``; each index comes out in proportion to its weight."""
+    n, total = len(weights), sum(weights)
+    share, alias = [w * n / total for w in weights], list(range(n))
     small = [i for i in range(n) if share[i] < 1.0]
     large = [i for i in range(n) if share[i] >= 1.0]
     while small and large:
         i, j = small.pop(), large.pop()
         alias[i], share[j] = j, share[j] - (1.0 - share[i])
         (small if share[j] < 1.0 else large).append(j)
-
-    def pick(t: float) -> _Customer:
-        for _ in range(64):  # rejection: customers not yet born or already gone
-            i = int(r() * n)
-            c = customers[i if r() < share[i] else alias[i]]
-            if c.born <= t <= c.dies:
-                break
-        return c
-
-    return pick
+    return share, alias
 
 
 def _identity(r: Callable[[], float], c: _Customer, kind: str) -> dict:
@@ -324,8 +433,9 @@ class _Touchpoints:
 
     def later(self, due: float, c: _Customer, follow_up: Callable, detail: Any) -> None:
         """Emit ``follow_up(c, due, detail)`` once the stream reaches ``due`` (never, if that is
-        past the window's end)."""
-        heapq.heappush(self.pending, (due, next(self.tickets), c, follow_up, detail))
+        past the window's end or in the customer's pause: nothing reaches them then)."""
+        if not c.pause <= due < c.resume:
+            heapq.heappush(self.pending, (due, next(self.tickets), c, follow_up, detail))
 
     def after(self, t: float, seconds: float) -> float:
         return t + seconds / (self.days * DAY)
@@ -377,9 +487,10 @@ class _Touchpoints:
     def order(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
         c.last_order, r = t, self.rng.random
         lines: dict[int, int] = {}  # sku -> quantity
-        for _ in range(1 + min(int(self.rng.expovariate(1.2)), 5)):
+        bulk = max(1, round(c.basket))  # big spenders buy more lines and more of each
+        for _ in range(1 + min(int(self.rng.expovariate(1.2) * c.basket), 9)):
             sku = int(len(self.prices) * r() ** 2)  # popular items first
-            lines[sku] = lines.get(sku, 0) + (1 if r() < 0.8 else 2 + int(r() * 3))
+            lines[sku] = lines.get(sku, 0) + bulk * (1 if r() < 0.8 else 2 + int(r() * 3))
         x, order_id = r(), f"O-{self.seed}-{n:07d}"
         status = "placed" if x < 0.92 else "cancelled" if x < 0.97 else "refunded"
         if r() < CSAT_AFTER["order"]:  # the survey after delivery, answered days later

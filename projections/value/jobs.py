@@ -71,11 +71,14 @@ class Jobs:
         self._wake.set()
 
     async def stop(self) -> None:
+        """Cancel the jobs and wait for them. A cancellation can be lost when it lands in the same
+        turn as a completed wait (``asyncio.wait_for`` before 3.12), so it is repeated until the
+        task is done."""
         for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            while not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait({t}, timeout=0.5)
         self._tasks = []
 
     async def connect(self, autocommit: bool = True) -> psycopg.AsyncConnection:
@@ -108,7 +111,8 @@ class Jobs:
                 await asyncio.sleep(every_s)
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), every_s)
+                    async with asyncio.timeout(every_s):
+                        await wake.wait()
                 wake.clear()
 
     # --- schedule: refit, thresholds, sweep ----------------------------------------------------
@@ -269,7 +273,8 @@ class Jobs:
                 pass
             while True:  # hold the lock: publish whenever woken
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
                 self._wake.clear()
                 while await self.publish(conn) == RELAY_CHUNK:
                     pass

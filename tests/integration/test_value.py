@@ -123,7 +123,8 @@ async def test_orders_move_value_tier_and_stage_and_changes_are_published_once(s
         late = touchpoint("order", email=emails[3], at=now, order_id=f"O-{tag}-late", amount="15.00",
                           items=[{"sku": "A", "quantity": 1, "unit_price": "15.00"}])
         assert (await client.post("/v1/touchpoints", json=late)).status_code == 202
-        cid3 = (await client.get("/v1/customers", params={"email": emails[3]})).json()["items"][0]["customer_id"]
+        found3 = (await client.get("/v1/customers", params={"email": emails[3]})).json()
+        cid3 = found3["items"][0]["customer_id"]
         await eventually(lambda: rows(settings, "SELECT 1 FROM customer_value WHERE customer_id = %s "
                                                 "AND model_version = %s", cid3, version))
 
