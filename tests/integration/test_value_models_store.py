@@ -36,8 +36,8 @@ async def _ledger_of_cdnow(settings) -> int:
         for i, row in enumerate(csv.DictReader(f)):
             at = f"{row['date']}T12:00:00.000000Z"
             states.append(OrderState(str(uuid.uuid5(NS, row["customer_id"])), f"O-{i}", "placed",
-                                     row["amount"], "USD", at, str(uuid.uuid4()), at))
-    states.append(OrderState(states[0].customer_id, "O-cancelled", "cancelled", "999", "USD",
+                                     row["amount"], "EUR", at, str(uuid.uuid4()), at))
+    states.append(OrderState(states[0].customer_id, "O-cancelled", "cancelled", "999", "EUR",
                              states[0].occurred_at, str(uuid.uuid4()), states[0].placed_at))
     async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
         await orders.save(conn, states)
