@@ -325,6 +325,7 @@ class Row:
     stage_since: datetime
     stage_reason: str
     review_at: datetime | None
+    changes: int = 0  # tier and stage changes so far: the next one is the customer's changes + 1
 
 
 class Change(NamedTuple):
@@ -339,6 +340,7 @@ class Change(NamedTuple):
     thresholds_version: int | None
     model_version: int | None
     occurred_at: datetime
+    n: int  # the customer's n-th change (1, 2, ...): with the customer, it names the change
 
 
 @dataclass
@@ -410,8 +412,9 @@ def decide(ctx: Context, row: Row, plan: Sequence[_Decision], figs: Sequence[Fig
         if name != row.stage or (new and first):
             changes.append(Change(row.customer_id, "stage", None if new and first else row.stage,
                                   name, reason, d.event_id, row.thresholds_version, model_version,
-                                  d.at))
-            row = replace(row, stage=name, stage_since=d.at, stage_reason=reason)
+                                  d.at, row.changes + 1))
+            row = replace(row, stage=name, stage_since=d.at, stage_reason=reason,
+                          changes=row.changes + 1)
         elif reason != row.stage_reason:
             row = replace(row, stage_reason=reason)
         tier, version = row.tier, row.thresholds_version
@@ -427,8 +430,8 @@ def decide(ctx: Context, row: Row, plan: Sequence[_Decision], figs: Sequence[Fig
         if tier != row.tier or (new and first):
             changes.append(Change(row.customer_id, "tier", None if new and first else row.tier,
                                   tier, tier_reason(ctx, version, d, fig), d.event_id, version,
-                                  model_version, d.at))
-            row = replace(row, tier=tier, tier_since=d.at)
+                                  model_version, d.at, row.changes + 1))
+            row = replace(row, tier=tier, tier_since=d.at, changes=row.changes + 1)
         row = replace(row, thresholds_version=version, as_of=d.at, facts=d.facts, figures=fig,
                       model_version=model_version,
                       review_at=review_at(d.facts, ctx.models, ctx.rules))
@@ -460,8 +463,8 @@ def retier(ctx: Context, row: Row, th: Thresholds, f: Facts, fig: Figures) -> tu
     d = _Decision(f.as_of, None, False, f)
     change = Change(row.customer_id, "tier", row.tier, tier,
                     f"recomputed: {tier_reason(ctx, th.version, d, fig)}", None, th.version,
-                    model_version, th.computed_at)
-    return replace(row, tier=tier, tier_since=th.computed_at), [change]
+                    model_version, th.computed_at, row.changes + 1)
+    return replace(row, tier=tier, tier_since=th.computed_at, changes=row.changes + 1), [change]
 
 
 def explain(row: Row, orders: Sequence[Order], unconverted: Sequence[Order], models: Models | None,

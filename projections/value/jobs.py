@@ -298,7 +298,7 @@ class Jobs:
         order on one partition), then mark them; how many."""
         cur = await conn.execute(
             "SELECT change_id::text, customer_id::text, kind, old, new, reason, event_id::text, "
-            "thresholds_version, model_version, occurred_at, seq FROM customer_changes "
+            "thresholds_version, model_version, occurred_at, n, seq FROM customer_changes "
             "WHERE published_at IS NULL ORDER BY seq LIMIT %s", (RELAY_CHUNK,))
         found = await cur.fetchall()
         if not found:
@@ -315,10 +315,10 @@ class Jobs:
 def change_document(r: tuple) -> dict[str, Any]:
     """A change as published on ``customer-changes`` (and answered in a customer's history)."""
     (change_id, customer_id, kind, old, new, reason, event_id, th_version, model_version,
-     occurred_at, *_) = r
+     occurred_at, n, *_) = r
     return {"change_id": change_id, "customer_id": customer_id, "kind": kind, "old": old,
             "new": new, "reason": reason, "event_id": event_id,
-            "thresholds_version": th_version, "model_version": model_version,
+            "thresholds_version": th_version, "model_version": model_version, "n": n,
             "occurred_at": occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")}
 
 

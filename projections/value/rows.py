@@ -4,13 +4,16 @@ history read model and the outbox of topic ``customer-changes``)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
+from projections.sql import UNPACK, copy_rows, pack
 from projections.value.fold import Change, Facts, Figures, Order, Row
 
 DDL = """
@@ -40,15 +43,17 @@ CREATE TABLE IF NOT EXISTS customer_value (
     stage_since            timestamptz NOT NULL,
     stage_reason           text        NOT NULL,
     review_at              timestamptz,           -- when the stage next changes without events
+    changes                integer     NOT NULL DEFAULT 0,  -- tier and stage changes so far
     updated_at             timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS customer_value_review ON customer_value (review_at)
     WHERE review_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS customer_value_segment ON customer_value (tier, stage, clv DESC NULLS LAST);
 CREATE TABLE IF NOT EXISTS customer_changes (
-    change_id          uuid PRIMARY KEY,          -- from what changed: the same change, the same id
+    change_id          uuid PRIMARY KEY,          -- from (customer_id, n): a retried batch, the same id
     seq                bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
     customer_id        uuid        NOT NULL,
+    n                  integer     NOT NULL DEFAULT 0,  -- the customer's n-th change (1, 2, ...)
     kind               text        NOT NULL,      -- tier | stage
     old                text,                      -- NULL: the customer's first
     new                text        NOT NULL,
@@ -63,26 +68,25 @@ CREATE TABLE IF NOT EXISTS customer_changes (
 CREATE INDEX IF NOT EXISTS customer_changes_customer ON customer_changes (customer_id, occurred_at);
 CREATE INDEX IF NOT EXISTS customer_changes_unpublished ON customer_changes (seq)
     WHERE published_at IS NULL;
+ALTER TABLE customer_value ADD COLUMN IF NOT EXISTS changes integer NOT NULL DEFAULT 0;
+ALTER TABLE customer_changes ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 0;
 """
 
 COLUMNS = ("customer_id, first_seen, as_of, frequency, first_purchase, last_purchase, "
            "previous_gap_days, monetary, trailing_12m, x, t_x, t_cal, m_x, p_alive, "
            "expected_purchases_90d, expected_order_value, clv, model_version, tier, tier_since, "
-           "thresholds_version, stage, stage_since, stage_reason, review_at")
-_TYPES = ("uuid", "timestamptz", "timestamptz", "int4", "date", "date", "int4", "numeric",
-          "numeric", "int4", "float8", "float8", "float8", "float8", "float8", "float8", "float8",
-          "int8", "text", "timestamptz", "int8", "text", "timestamptz", "text", "timestamptz")
+           "thresholds_version, stage, stage_since, stage_reason, review_at, changes")
 CHANGE_ID = uuid.UUID("6f1c2a7e-4d0b-5a53-9e57-0c1d2b3a4f5e")
 
 
 def row_of(r: tuple) -> Row:
     (cid, first_seen, as_of, frequency, first, last, gap, monetary, trailing, x, t_x, t_cal, m_x,
      p_alive, expected, aov, clv, model_version, tier, tier_since, th_version, stage, stage_since,
-     reason, review) = r
+     reason, review, changes) = r
     return Row(str(cid), first_seen, as_of,
                Facts(as_of, frequency, first, last, gap, monetary, trailing, x, t_x, t_cal, m_x),
                Figures(p_alive, expected, aov, clv), model_version, tier, tier_since, th_version,
-               stage, stage_since, reason, review)
+               stage, stage_since, reason, review, changes)
 
 
 def _values(row: Row) -> tuple[Any, ...]:
@@ -91,7 +95,7 @@ def _values(row: Row) -> tuple[Any, ...]:
             f.previous_gap_days, f.monetary, f.trailing_12m, f.x, f.t_x, f.T, f.m_x, fig.p_alive,
             fig.expected_purchases_90d, fig.expected_order_value, fig.clv, row.model_version,
             row.tier, row.tier_since, row.thresholds_version, row.stage, row.stage_since,
-            row.stage_reason, row.review_at)
+            row.stage_reason, row.review_at, row.changes)
 
 
 async def load(conn: psycopg.AsyncConnection, customer_ids: list[str],
@@ -100,41 +104,71 @@ async def load(conn: psycopg.AsyncConnection, customer_ids: list[str],
     if not customer_ids:
         return {}
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM customer_value WHERE customer_id = ANY(%s::uuid[]) "
-        f"ORDER BY customer_id{' FOR UPDATE' if lock else ''}", (customer_ids,))
+        f"SELECT {COLUMNS} FROM customer_value WHERE customer_id IN "
+        f"(SELECT c::uuid FROM {UNPACK} AS c) "
+        f"ORDER BY customer_id{' FOR UPDATE' if lock else ''}", (pack(customer_ids),))
     return {str(r[0]): row_of(r) for r in await cur.fetchall()}
 
 
 async def save(conn: psycopg.AsyncConnection, rows: Iterable[Row]) -> None:
-    values = [_values(r) for r in rows]
-    if not values:
+    """Upsert whole rows: COPY into a staging table, then one set-based INSERT ... ON CONFLICT."""
+    text = copy_rows(_values(r) for r in rows)
+    if not text:
         return
-    columns = list(zip(*values, strict=True))
-    arrays = ", ".join(f"%s::{t}[]" for t in _TYPES)
     names = COLUMNS.split(", ")
     updates = ", ".join(f"{n} = excluded.{n}" for n in names[1:])
-    await conn.execute(
-        f"INSERT INTO customer_value ({COLUMNS}) SELECT * FROM unnest({arrays}) "
-        f"ON CONFLICT (customer_id) DO UPDATE SET {updates}, updated_at = now()",
-        [list(c) for c in columns])
+    async with _atomic(conn):
+        await _stage(conn, "customer_value", text)
+        await conn.execute(
+            f"WITH staged AS (DELETE FROM customer_value_in RETURNING *) "
+            f"INSERT INTO customer_value ({COLUMNS}) SELECT {COLUMNS} FROM staged "
+            f"ON CONFLICT (customer_id) DO UPDATE SET {updates}, updated_at = now()")
+
+
+def _atomic(conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager[Any]:
+    """A transaction when the connection is outside one (autocommit): the staged rows live until
+    the commit."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return conn.transaction()
+    return contextlib.nullcontext()
+
+
+async def _stage(conn: psycopg.AsyncConnection, table: str, text: str, columns: str = COLUMNS,
+                 like: str | None = None) -> None:
+    """COPY rows into ``<table>_in``, a temporary table emptied by the statement that moves them
+    out (so a second save in one transaction starts empty) and at commit."""
+    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table}_in "
+                       f"({like or f'LIKE {table} INCLUDING DEFAULTS'}) ON COMMIT DELETE ROWS")
+    async with conn.cursor() as cur, cur.copy(f"COPY {table}_in ({columns}) FROM STDIN") as copy:
+        await copy.write(text)
 
 
 def change_id(c: Change) -> str:
-    """Deterministic: a replay or a retried batch finds the same change under the same id."""
-    return str(uuid.uuid5(CHANGE_ID, f"{c.customer_id}|{c.kind}|{c.old}|{c.new}|"
-                                     f"{c.occurred_at.isoformat()}|{c.event_id}"))
+    """The customer's n-th change: a retried batch or a replay finds the same change under the
+    same id, and two changes of one customer never share one (a customer can go gold, bronze,
+    gold, bronze at one time, by one thresholds version)."""
+    return str(uuid.uuid5(CHANGE_ID, f"{c.customer_id}|{c.n}"))
+
+
+CHANGE_COLUMNS = ("change_id, customer_id, kind, old, new, reason, event_id, thresholds_version, "
+                  "model_version, occurred_at, n")
+_CHANGES_IN = ("change_id uuid, customer_id uuid, kind text, old text, new text, reason text, "
+               "event_id uuid, thresholds_version int8, model_version int8, occurred_at timestamptz, "
+               "n int4, ord int4")
 
 
 async def save_changes(conn: psycopg.AsyncConnection, changes: list[Change]) -> None:
+    """Insert the changes in their order (``seq`` follows each customer's chain)."""
     if not changes:
         return
-    columns = list(zip(*[(change_id(c), *c) for c in changes], strict=True))
-    await conn.execute(
-        "INSERT INTO customer_changes (change_id, customer_id, kind, old, new, reason, event_id, "
-        "thresholds_version, model_version, occurred_at) SELECT * FROM unnest(%s::uuid[], "
-        "%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::uuid[], %s::int8[], "
-        "%s::int8[], %s::timestamptz[]) ON CONFLICT (change_id) DO NOTHING",
-        [list(c) for c in columns])
+    async with _atomic(conn):
+        await _stage(conn, "customer_changes",
+                     copy_rows((change_id(c), *c, i) for i, c in enumerate(changes)),
+                     f"{CHANGE_COLUMNS}, ord", _CHANGES_IN)
+        await conn.execute(
+            f"WITH staged AS (DELETE FROM customer_changes_in RETURNING *) "
+            f"INSERT INTO customer_changes ({CHANGE_COLUMNS}) SELECT {CHANGE_COLUMNS} FROM staged "
+            f"ORDER BY ord ON CONFLICT (change_id) DO NOTHING")
 
 
 async def orders(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, list[Order]]:
@@ -143,8 +177,8 @@ async def orders(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict
         return {}
     cur = await conn.execute(
         "SELECT customer_id::text, order_id, placed_at, amount, currency FROM orders "
-        "WHERE customer_id = ANY(%s::uuid[]) AND status = 'placed' AND placed_at IS NOT NULL",
-        (customer_ids,))
+        f"WHERE customer_id IN (SELECT c::uuid FROM {UNPACK} AS c) AND status = 'placed' "
+        "AND placed_at IS NOT NULL", (pack(customer_ids),))
     out: dict[str, list[Order]] = {}
     for cid, order_id, placed_at, amount, currency in await cur.fetchall():
         out.setdefault(cid, []).append(Order(order_id, placed_at, Decimal(amount), currency))
@@ -155,9 +189,9 @@ async def history(conn: psycopg.AsyncConnection, customer_id: str, limit: int = 
                   ) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT change_id::text, kind, old, new, reason, event_id::text, thresholds_version, "
-        "model_version, occurred_at FROM customer_changes WHERE customer_id = %s "
+        "model_version, occurred_at, n FROM customer_changes WHERE customer_id = %s "
         "ORDER BY occurred_at DESC, seq DESC LIMIT %s", (customer_id, limit))
     names = ("change_id", "kind", "old", "new", "reason", "event_id", "thresholds_version",
-             "model_version", "occurred_at")
+             "model_version", "occurred_at", "n")
     return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
 

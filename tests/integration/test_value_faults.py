@@ -7,8 +7,8 @@
 2. The relay dies between the send and the mark: the chunk is on the topic, the rows are still
    unpublished. A fresh relay (``Jobs``) taking over reads the topic's tail, marks what it finds
    and publishes only the rest.
-3. One thresholds version re-tiers a customer twice (a known bug, xfail): the second change has
-   the first one's id and is dropped.
+3. One thresholds version re-tiers a customer twice (a batch tiered her by the previous version
+   in between): both changes are recorded, each under its own id (the customer's n-th change).
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def _changes(customers: int, steps: int) -> list[Change]:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     ids = [str(uuid.uuid4()) for _ in range(customers)]
     return [Change(cid, "stage", STAGES[k - 1] if k else None, STAGES[k], f"step {k}",
-                   str(uuid.uuid4()), None, None, start + k * DAY + i * timedelta(seconds=1))
+                   str(uuid.uuid4()), None, None, start + k * DAY + i * timedelta(seconds=1), k + 1)
             for k in range(steps) for i, cid in enumerate(ids)]
 
 
@@ -385,14 +385,6 @@ def _order(email: str, at: datetime, amount: str) -> dict[str, Any]:
                       amount=amount, items=[{"sku": "A", "quantity": 1, "unit_price": amount}])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a retier change's id (rows.change_id: customer|kind|old|new|occurred_at|"
-    "event_id) is not unique: fold.retier dates it th.computed_at with no event id, so when one "
-    "thresholds version re-tiers a customer the same way twice (a batch that loaded the "
-    "thresholds before that version committed re-tiered the customer by the previous one in "
-    "between, and the recompute loop's next RETIER_CHUNK picks the row again), the second "
-    "change gets the first one's id and rows.save_changes drops it (ON CONFLICT DO NOTHING) "
-    "while customer_value takes the tier: never recorded, never published, the chain breaks"))
 async def test_a_customer_re_tiered_twice_by_one_recomputation_has_every_change_recorded(
         settings, monkeypatch):
     """Tiers by trailing 12 months (no model set), gold for the top half. A batch with Carol's
@@ -436,10 +428,15 @@ async def test_a_customer_re_tiered_twice_by_one_recomputation_has_every_change_
     async with await jobs.connect() as conn:
         await jobs.retier(conn, second[0], t2)
 
-    tiers = [(r["old"], r["new"]) for r in await rows(
-        settings, "SELECT old, new FROM customer_changes WHERE customer_id = %s AND kind = 'tier' "
-                  "ORDER BY seq", carol_id)]
-    [row] = await rows(settings, "SELECT tier FROM customer_value WHERE customer_id = %s", carol_id)
-    # today: [(None, unranked), (unranked, gold), (gold, bronze), (bronze, gold)], row bronze
+    changes = await rows(settings, "SELECT kind, old, new, n FROM customer_changes "
+                                   "WHERE customer_id = %s ORDER BY seq", carol_id)
+    tiers = [(r["old"], r["new"]) for r in changes if r["kind"] == "tier"]
+    [row] = await rows(settings, "SELECT tier, changes FROM customer_value WHERE customer_id = %s",
+                       carol_id)
+    assert tiers == [(None, "unranked"), ("unranked", "gold"), ("gold", "bronze"),
+                     ("bronze", "gold"), ("gold", "bronze")], tiers
     assert tiers[-1][1] == row["tier"], f"the row says {row['tier']}, the changes {tiers}"
     assert not broken_links({(carol_id, "tier"): tiers}), tiers
+    # her changes are numbered 1, 2, ... in the order they were recorded, and the row counts them
+    assert [r["n"] for r in changes] == list(range(1, len(changes) + 1)), changes
+    assert row["changes"] == len(changes)

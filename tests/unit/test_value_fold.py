@@ -8,6 +8,7 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from projections.value import fold
+from projections.value import rows as value_rows
 from projections.value.fold import Change, Context, Order, Row, Rules, Thresholds, Touch
 from projections.value.models import BgNbd, GammaGamma
 
@@ -498,6 +500,26 @@ def test_a_recomputed_thresholds_version_re_tiers_dated_at_its_computation() -> 
             for c in changes] == [("tier", "gold", "silver", None, 2, noon(30))]
     assert "v2" in changes[0].reason and changes[0].reason.startswith("recomputed")
     assert (retiered.tier, retiered.tier_since, retiered.thresholds_version) == ("silver", noon(30), 2)
+
+
+def test_a_customers_changes_are_numbered_and_one_version_can_re_tier_her_twice() -> None:
+    """The same move (gold to silver, by v2, at v2's time) twice in one customer's history, after
+    a stale batch tiered her back by v1 in between: two changes, numbered apart, so two ids."""
+    v1 = thresholds(1, noon(-10), {"gold": 50.0, "silver": 20.0})
+    v2 = thresholds(2, noon(30), {"gold": 100.0, "silver": 40.0})
+    ctx = context(tiers=[v1])
+    row, first = run(ctx, [view(0), order(5)], days_at(5, amount="60"))
+    assert row is not None and [c.n for c in first] == list(range(1, len(first) + 1))
+    assert row.changes == len(first)
+    f = fold.facts(days_at(5, amount="60"), noon(30))
+    fig = fold.figures(None, [f])[0]
+    down, [a] = fold.retier(ctx, row, v2, f, fig)
+    back = replace(down, tier="gold", thresholds_version=1, changes=down.changes + 1)
+    again, [b] = fold.retier(ctx, back, v2, f, fig)
+    assert (a.old, a.new, a.occurred_at) == (b.old, b.new, b.occurred_at)
+    assert (a.n, b.n) == (len(first) + 1, len(first) + 3)
+    assert value_rows.change_id(a) != value_rows.change_id(b)
+    assert again.changes == len(first) + 3
 
 
 def test_a_recomputation_that_keeps_the_tier_records_no_change() -> None:
