@@ -36,8 +36,10 @@ def copy_value(value: Any) -> str:
         return copy_field(value)
     if isinstance(value, bool):
         return "t" if value else "f"
-    if isinstance(value, (int, float, Decimal)):
-        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return repr(float(value))  # numpy's floats print their type otherwise
+    if isinstance(value, (int, Decimal)):
+        return str(value)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     raise TypeError(f"no COPY text for {type(value).__name__}")

@@ -132,13 +132,13 @@ async def apply(conn: psycopg.AsyncConnection, ctx: fold.Context, rates: dict[st
         days, _ = fold.purchases(ledger.get(c, ()), rates)
         p = fold.plan(ctx, c, current.get(c), days, ts, until)
         if p is not None:
-            plans.append((c not in current, *p))
-    every = [d.facts for _, _, decisions in plans for d in decisions]
+            plans.append(p)
+    every = [d.facts for _, decisions in plans for d in decisions]
     figs = await asyncio.to_thread(fold.figures, ctx.models, every) if len(every) > 2000 \
         else fold.figures(ctx.models, every)
     saved, changes, i = [], [], 0
-    for new, row, decisions in plans:
-        row, changed = fold.decide(ctx, row, decisions, figs[i:i + len(decisions)], new)
+    for row, decisions in plans:
+        row, changed = fold.decide(ctx, row, decisions, figs[i:i + len(decisions)])
         i += len(decisions)
         saved.append(row)
         changes += changed

@@ -399,25 +399,23 @@ def plan(ctx: Context, customer_id: str, row: Row | None, days: Sequence[tuple[W
                None, "prospect", start, "touchpoints but no order yet", None), out
 
 
-def decide(ctx: Context, row: Row, plan: Sequence[_Decision], figs: Sequence[Figures],
-           new: bool) -> tuple[Row, list[Change]]:
+def decide(ctx: Context, row: Row, plan: Sequence[_Decision], figs: Sequence[Figures]
+           ) -> tuple[Row, list[Change]]:
     """Evaluate a plan (``figs``: the model's figures at each decision) into the final row and the
     changes on the way. Tiers are decided at orders (by the thresholds in force then); stages at
-    every decision."""
+    every decision. Every customer starts as a prospect (``plan``'s starting row) without a
+    change: a customer's first change leaves ``prospect``."""
     changes: list[Change] = []
     model_version = ctx.models.version if ctx.models else None
-    first = True
     for d, fig in zip(plan, figs, strict=True):
         name, reason = stage(d.facts, fig.p_alive, ctx.rules)
-        if name != row.stage or (new and first):
-            changes.append(Change(row.customer_id, "stage", None if new and first else row.stage,
-                                  name, reason, d.event_id, row.thresholds_version, model_version,
-                                  d.at, row.changes + 1))
-            row = replace(row, stage=name, stage_since=d.at, stage_reason=reason,
-                          changes=row.changes + 1)
-        elif reason != row.stage_reason:
-            row = replace(row, stage_reason=reason)
-        tier, version = row.tier, row.thresholds_version
+        stage_since, n = row.stage_since, row.changes
+        if name != row.stage:
+            n += 1
+            changes.append(Change(row.customer_id, "stage", row.stage, name, reason, d.event_id,
+                                  row.thresholds_version, model_version, d.at, n))
+            stage_since = d.at
+        tier, version, tier_since = row.tier, row.thresholds_version, row.tier_since
         if d.facts.frequency == 0:
             tier = "prospect"
         elif d.order:
@@ -427,15 +425,16 @@ def decide(ctx: Context, row: Row, plan: Sequence[_Decision], figs: Sequence[Fig
             else:
                 value = rank_value(th.rank_by, d.facts, fig)
                 tier, version = th.tier_of(value), th.version
-        if tier != row.tier or (new and first):
-            changes.append(Change(row.customer_id, "tier", None if new and first else row.tier,
-                                  tier, tier_reason(ctx, version, d, fig), d.event_id, version,
-                                  model_version, d.at, row.changes + 1))
-            row = replace(row, tier=tier, tier_since=d.at, changes=row.changes + 1)
-        row = replace(row, thresholds_version=version, as_of=d.at, facts=d.facts, figures=fig,
-                      model_version=model_version,
+        if tier != row.tier:
+            n += 1
+            changes.append(Change(row.customer_id, "tier", row.tier, tier,
+                                  tier_reason(ctx, version, d, fig), d.event_id, version,
+                                  model_version, d.at, n))
+            tier_since = d.at
+        row = replace(row, stage=name, stage_since=stage_since, stage_reason=reason, tier=tier,
+                      tier_since=tier_since, changes=n, thresholds_version=version, as_of=d.at,
+                      facts=d.facts, figures=fig, model_version=model_version,
                       review_at=review_at(d.facts, ctx.models, ctx.rules))
-        first = False
     return row, changes
 
 

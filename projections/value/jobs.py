@@ -30,7 +30,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -249,7 +248,7 @@ class Jobs:
             k = 0
             for r, p, f, fig in zip(held, plans, many, figs[len(steps):], strict=True):
                 if p is not None and p[1]:
-                    r, changed = fold.decide(ctx, p[0], p[1], figs[k:k + len(p[1])], False)
+                    r, changed = fold.decide(ctx, p[0], p[1], figs[k:k + len(p[1])])
                     k += len(p[1])
                     changes += changed
                 row, changed = fold.retier(ctx, r, th, f, fig)
@@ -295,16 +294,15 @@ class Jobs:
 
     async def publish(self, conn: psycopg.AsyncConnection) -> int:
         """Publish the oldest unpublished changes (keyed by customer: a customer's changes stay in
-        order on one partition), then mark them; how many."""
+        order on one partition), then mark them; how many. PostgreSQL writes the documents."""
         cur = await conn.execute(
-            "SELECT change_id::text, customer_id::text, kind, old, new, reason, event_id::text, "
-            "thresholds_version, model_version, occurred_at, n, seq FROM customer_changes "
+            f"SELECT change_id::text, customer_id::text, {DOCUMENT}::text FROM customer_changes "
             "WHERE published_at IS NULL ORDER BY seq LIMIT %s", (RELAY_CHUNK,))
         found = await cur.fetchall()
         if not found:
             return 0
-        records = [(cid.encode(), orjson.dumps(change_document(r)), [("ts-change-id", r[0].encode())])
-                   for r in found for cid in (r[1],)]
+        records = [(cid.encode(), doc.encode(), [("ts-change-id", change_id.encode())])
+                   for change_id, cid, doc in found]
         await send_keyed(self.producer, self.settings.customer_changes_topic, records)
         await conn.execute("UPDATE customer_changes SET published_at = now() "
                            "WHERE change_id = ANY(%s::uuid[])", ([r[0] for r in found],))
@@ -312,14 +310,12 @@ class Jobs:
         return len(found)
 
 
-def change_document(r: tuple) -> dict[str, Any]:
-    """A change as published on ``customer-changes`` (and answered in a customer's history)."""
-    (change_id, customer_id, kind, old, new, reason, event_id, th_version, model_version,
-     occurred_at, n, *_) = r
-    return {"change_id": change_id, "customer_id": customer_id, "kind": kind, "old": old,
-            "new": new, "reason": reason, "event_id": event_id,
-            "thresholds_version": th_version, "model_version": model_version, "n": n,
-            "occurred_at": occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")}
+# A change as published on ``customer-changes``: times in UTC with microseconds, as the timeline's.
+DOCUMENT = (
+    "json_build_object('change_id', change_id, 'customer_id', customer_id, 'n', n, 'kind', kind, "
+    "'old', old, 'new', new, 'reason', reason, 'event_id', event_id, "
+    "'thresholds_version', thresholds_version, 'model_version', model_version, "
+    "'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))")
 
 
 async def tail_ids(settings: Any, topic: str, per_partition: int) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from projections.sql import UNPACK, copy_rows, pack
+from projections.sql import UNPACK, copy_field, pack
 from projections.value.fold import Change, Facts, Figures, Order, Row
 
 DDL = """
@@ -98,6 +98,28 @@ def _values(row: Row) -> tuple[Any, ...]:
             row.stage_reason, row.review_at, row.changes)
 
 
+def _f(v: float | None) -> str:
+    return "\\N" if v is None else repr(float(v))
+
+
+def _o(v: Any) -> str:
+    return "\\N" if v is None else v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def copy_line(row: Row) -> str:
+    """A value row in COPY's text format, column by column as ``COLUMNS`` (the generic
+    ``sql.copy_rows`` took a tenth of the projection worker)."""
+    f, g = row.facts, row.figures
+    return (f"{row.customer_id}\t{row.first_seen.isoformat()}\t{row.as_of.isoformat()}\t"
+            f"{f.frequency:d}\t{_o(f.first)}\t{_o(f.last)}\t{_o(f.previous_gap_days)}\t"
+            f"{f.monetary}\t{f.trailing_12m}\t{f.x:d}\t{_f(f.t_x)}\t{_f(f.T)}\t{_f(f.m_x)}\t"
+            f"{_f(g.p_alive)}\t{_f(g.expected_purchases_90d)}\t{_f(g.expected_order_value)}\t"
+            f"{_f(g.clv)}\t{_o(row.model_version)}\t{copy_field(row.tier)}\t"
+            f"{row.tier_since.isoformat()}\t{_o(row.thresholds_version)}\t{row.stage}\t"
+            f"{row.stage_since.isoformat()}\t{copy_field(row.stage_reason)}\t{_o(row.review_at)}\t"
+            f"{row.changes:d}\n")
+
+
 async def load(conn: psycopg.AsyncConnection, customer_ids: list[str],
                lock: bool = True) -> dict[str, Row]:
     """The value rows of these customers (locked for the transaction: the sweep skips them)."""
@@ -112,7 +134,7 @@ async def load(conn: psycopg.AsyncConnection, customer_ids: list[str],
 
 async def save(conn: psycopg.AsyncConnection, rows: Iterable[Row]) -> None:
     """Upsert whole rows: COPY into a staging table, then one set-based INSERT ... ON CONFLICT."""
-    text = copy_rows(_values(r) for r in rows)
+    text = "".join([copy_line(r) for r in rows])
     if not text:
         return
     names = COLUMNS.split(", ")
@@ -157,14 +179,20 @@ _CHANGES_IN = ("change_id uuid, customer_id uuid, kind text, old text, new text,
                "n int4, ord int4")
 
 
+def change_line(c: Change, ord_: int) -> str:
+    """A change in COPY's text format, column by column as ``CHANGE_COLUMNS``, then ``ord``."""
+    return (f"{change_id(c)}\t{c.customer_id}\t{c.kind}\t{_o(c.old)}\t{copy_field(c.new)}\t"
+            f"{copy_field(c.reason)}\t{_o(c.event_id)}\t{_o(c.thresholds_version)}\t"
+            f"{_o(c.model_version)}\t{c.occurred_at.isoformat()}\t{c.n:d}\t{ord_:d}\n")
+
+
 async def save_changes(conn: psycopg.AsyncConnection, changes: list[Change]) -> None:
     """Insert the changes in their order (``seq`` follows each customer's chain)."""
     if not changes:
         return
+    text = "".join([change_line(c, i) for i, c in enumerate(changes)])
     async with _atomic(conn):
-        await _stage(conn, "customer_changes",
-                     copy_rows((change_id(c), *c, i) for i, c in enumerate(changes)),
-                     f"{CHANGE_COLUMNS}, ord", _CHANGES_IN)
+        await _stage(conn, "customer_changes", text, f"{CHANGE_COLUMNS}, ord", _CHANGES_IN)
         await conn.execute(
             f"WITH staged AS (DELETE FROM customer_changes_in RETURNING *) "
             f"INSERT INTO customer_changes ({CHANGE_COLUMNS}) SELECT {CHANGE_COLUMNS} FROM staged "

@@ -109,7 +109,7 @@ def broken_links(chains: dict[tuple[str, str], list[tuple[str | None, str]]]) ->
     """Where a customer's (old, new) changes of one kind do not follow on from each other."""
     out = []
     for (customer, kind), links in chains.items():
-        if links[0][0] is not None:
+        if links[0][0] != "prospect":
             out.append(f"{customer} {kind}: the first change starts from {links[0][0]!r}")
         for (_, prev_new), (old, new) in zip(links, links[1:], strict=False):
             if old != prev_new:
@@ -281,7 +281,7 @@ async def test_tier_and_stage_changes_published_once_when_the_projection_worker_
 
 # -- 2. The relay killed between the send and the mark -------------------------------------------
 
-STAGES = ("new", "repeat", "at_risk", "lapsed", "won_back")
+STAGES = ("prospect", "new", "repeat", "at_risk", "lapsed", "won_back")
 
 
 def _changes(customers: int, steps: int) -> list[Change]:
@@ -289,7 +289,7 @@ def _changes(customers: int, steps: int) -> list[Change]:
     that ``seq`` follows each chain), as the value projection records them."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
     ids = [str(uuid.uuid4()) for _ in range(customers)]
-    return [Change(cid, "stage", STAGES[k - 1] if k else None, STAGES[k], f"step {k}",
+    return [Change(cid, "stage", STAGES[k], STAGES[k + 1], f"step {k}",
                    str(uuid.uuid4()), None, None, start + k * DAY + i * timedelta(seconds=1), k + 1)
             for k in range(steps) for i, cid in enumerate(ids)]
 
@@ -433,7 +433,7 @@ async def test_a_customer_re_tiered_twice_by_one_recomputation_has_every_change_
     tiers = [(r["old"], r["new"]) for r in changes if r["kind"] == "tier"]
     [row] = await rows(settings, "SELECT tier, changes FROM customer_value WHERE customer_id = %s",
                        carol_id)
-    assert tiers == [(None, "unranked"), ("unranked", "gold"), ("gold", "bronze"),
+    assert tiers == [("prospect", "unranked"), ("unranked", "gold"), ("gold", "bronze"),
                      ("bronze", "gold"), ("gold", "bronze")], tiers
     assert tiers[-1][1] == row["tier"], f"the row says {row['tier']}, the changes {tiers}"
     assert not broken_links({(carol_id, "tier"): tiers}), tiers

@@ -15,6 +15,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from projections.sql import copy_rows
 from projections.value import fold
 from projections.value import rows as value_rows
 from projections.value.fold import Change, Context, Order, Row, Rules, Thresholds, Touch
@@ -76,7 +77,7 @@ def run(ctx: Context, touches: Sequence[Touch], days: Sequence[tuple[date, Decim
         return row, []
     start, decisions = planned
     figs = fold.figures(ctx.models, [d.facts for d in decisions])
-    return fold.decide(ctx, start, decisions, figs, new=row is None)
+    return fold.decide(ctx, start, decisions, figs)
 
 
 def moves(changes: Sequence[Change], kind: str) -> list[tuple[str | None, str]]:
@@ -234,7 +235,6 @@ def test_a_customers_life_through_every_stage() -> None:
     row, changes = run(context(), touches, days_at(1, 10, 75, 200, 210), until=noon(215))
     stages = [(c.old, c.new, c.event_id, c.occurred_at) for c in changes if c.kind == "stage"]
     assert stages == [
-        (None, "prospect", "v", noon(0)),
         ("prospect", "new", "o1", noon(1)),
         ("new", "repeat", "o2", noon(10)),
         ("repeat", "at_risk", None, midnight(70)),
@@ -356,19 +356,19 @@ def test_rfm_a_value_equal_to_a_cut_scores_in_the_lower_quintile() -> None:
 
 # --- plan and decide ---------------------------------------------------------------------------
 
-def test_a_new_customers_first_touch_records_stage_and_tier_with_no_old_value() -> None:
+def test_a_new_customer_starts_as_a_prospect_with_no_change() -> None:
     row, changes = run(context(), [view(0, "v1"), view(1, "v2")], [])
-    assert [(c.kind, c.old, c.new, c.event_id, c.occurred_at) for c in changes] == [
-        ("stage", None, "prospect", "v1", noon(0)), ("tier", None, "prospect", "v1", noon(0))]
-    assert row is not None
+    assert changes == []
+    assert row is not None and row.changes == 0
     assert (row.stage, row.tier, row.first_seen, row.as_of, row.review_at) == \
         ("prospect", "prospect", noon(0), noon(0), None)
 
 
-def test_a_new_customers_first_touch_being_an_order_records_new_with_no_old_value() -> None:
+def test_a_new_customers_first_touch_being_an_order_leaves_prospect_at_once() -> None:
     row, changes = run(context(), [order(0, "o1")], days_at(0))
-    assert [(c.kind, c.old, c.new, c.event_id) for c in changes] == [
-        ("stage", None, "new", "o1"), ("tier", None, "unranked", "o1")]
+    assert [(c.kind, c.old, c.new, c.event_id, c.n) for c in changes] == [
+        ("stage", "prospect", "new", "o1", 1), ("tier", "prospect", "unranked", "o1", 2)]
+    assert row is not None and row.changes == 2
 
 
 def test_an_order_ranks_the_customer_by_the_thresholds_in_force_at_the_order() -> None:
@@ -479,7 +479,6 @@ def test_a_touch_before_the_first_order_on_the_same_day_is_still_a_prospect() ->
     evening = Touch("c-1", midnight(0) + timedelta(hours=20), "order", True)
     _, changes = run(context(), [morning, evening], [(evening.at, Decimal("10"))])
     assert [(c.kind, c.old, c.new, c.event_id) for c in changes] == [
-        ("stage", None, "prospect", "view"), ("tier", None, "prospect", "view"),
         ("stage", "prospect", "new", "order"), ("tier", "prospect", "unranked", "order")]
 
 
@@ -532,3 +531,19 @@ def test_a_recomputation_that_keeps_the_tier_records_no_change() -> None:
     retiered, changes = fold.retier(ctx, row, v2, f, fold.figures(None, [f])[0])
     assert changes == []
     assert (retiered.tier, retiered.tier_since, retiered.thresholds_version) == ("gold", noon(5), 2)
+
+
+# --- COPY text of the value rows and changes -----------------------------------------------------
+
+def test_value_rows_and_changes_in_copy_text_are_what_the_generic_writer_gives() -> None:
+    """The hand-written lines (fast) against ``sql.copy_rows`` (every value by its type), with
+    NULLs, numpy floats, escapes and a first purchase date."""
+    row, changes = run(context(), [view(0), order(3, "o1"), order(40, "o2")],
+                       days_at(3, 40, amount="12.50"), until=noon(130))
+    assert row is not None and changes
+    odd = replace(row, stage_reason="tab\there, back\\slash", figures=fold.Figures(
+        np.float64(0.25), None, np.float64(7.0), 3.5))
+    for r in (row, odd):
+        assert value_rows.copy_line(r) == copy_rows([value_rows._values(r)])
+    for i, c in enumerate(changes):
+        assert value_rows.change_line(c, i) == copy_rows([(value_rows.change_id(c), *c, i)])
