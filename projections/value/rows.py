@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS customer_changes (
     customer_id        uuid        NOT NULL,
     n                  integer     NOT NULL DEFAULT 0,  -- the customer's n-th change (1, 2, ...)
     kind               text        NOT NULL,      -- tier | stage
-    old                text,                      -- NULL: the customer's first
+    old                text,                      -- a customer starts as a prospect
     new                text        NOT NULL,
     reason             text        NOT NULL,
     event_id           uuid,                      -- the event that caused it (NULL: time, thresholds)

@@ -59,8 +59,7 @@ async def read_value(customer_id: str, conn: Conn, request: Request) -> dict[str
     planned = fold.plan(ctx, row.customer_id, row, days, [], until=now)
     if planned is not None and planned[1]:
         start, decisions = planned
-        row, _ = fold.decide(ctx, start, decisions, fold.figures(ctx.models, [d.facts for d in decisions]),
-                             False)
+        row, _ = fold.decide(ctx, start, decisions, fold.figures(ctx.models, [d.facts for d in decisions]))
     f = fold.facts(days, max(now, row.as_of))
     fig = fold.figures(ctx.models, [f])[0]
     th = fold.in_force(ctx.thresholds, now)
