@@ -9,7 +9,7 @@ advisory lock makes one worker at a time do each job.
   buyers have doubled since it was fitted; the new set is activated (batches pick it up). A fit
   the data cannot support is retried once the buyers grew by a fifth, or after RETRY_FIT_S.
 - **thresholds** (every ``value_thresholds_every_s``, and at once when there are none yet, the
-  model changed or the ranked population grew by half): the tier cuts and RFM quintiles over the
+  model changed or the ranked population doubled): the tier cuts and RFM quintiles over the
   whole population, recorded as a new version, then every customer's tier re-decided against
   them (after what time alone changed for them).
 - **relay**: tier and stage changes (``customer_changes``, written in the batches' transactions)
@@ -196,7 +196,7 @@ class Jobs:
                 return None
             ranked = await _ranked(conn, last.version) if last else 0
             due = (force or last is None or last.model_version != model_version
-                   or buyers >= 1.5 * ranked  # the population grew by half since
+                   or buyers >= 2 * ranked  # the population doubled since (each re-tiers all)
                    or now - last.computed_at >= timedelta(seconds=s.value_thresholds_every_s))
             if not due:
                 return None
