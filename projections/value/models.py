@@ -38,6 +38,7 @@ from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 MIN_REPEAT_CUSTOMERS = 10  # below this a fit says so instead of guessing
 WEEKS_PER_YEAR = 52  # FHL 2005b: a 15% annual rate is a weekly rate of ln(1.15)/52
 _LOG_BOUND = np.log(1e6)  # every parameter is kept in [1e-6, 1e6]
+_POLISH_STEPS = 5  # at most, Newton steps after L-BFGS-B
 _GTOL = 1e-6  # largest accepted gradient of the mean log-likelihood (log parameters) at the optimum
 
 Array = np.ndarray
@@ -407,25 +408,44 @@ def _maximise(model: str, names: tuple[str, ...], loglik: Callable[[Array], tupl
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         res = minimize(negative_mean, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9})
-    f, g = negative_mean(res.x)
+    x = res.x
+    f, g = negative_mean(x)
     if not (np.isfinite(f) and np.all(np.isfinite(g))):
         raise FitError(f"{model}: the log-likelihood is not finite at the optimiser's result ({res.message})")
-    at_bound = [nm for nm, t in zip(names, res.x, strict=True) if abs(t) > _LOG_BOUND - 1e-3]
+
+    def hessian(theta: Array) -> Array:
+        return _hessian(lambda th: loglik(np.exp(th))[1] * np.exp(th), theta)
+
+    # L-BFGS-B can stop on a flat stretch (its relative reduction of f) short of the gradient
+    # tolerance: finish with Newton steps while they go downhill (quadratic convergence from here)
+    for _ in range(_POLISH_STEPS):
+        if np.max(np.abs(g)) <= _GTOL * 1e-3:
+            break
+        try:
+            step = np.linalg.solve(hessian(x) / n, g)
+        except np.linalg.LinAlgError:
+            break
+        x_new = np.clip(x - step, -_LOG_BOUND, _LOG_BOUND)
+        f_new, g_new = negative_mean(x_new)
+        if not (np.isfinite(f_new) and np.all(np.isfinite(g_new))) or f_new > f:
+            break
+        x, f, g = x_new, f_new, g_new
+    at_bound = [nm for nm, t in zip(names, x, strict=True) if abs(t) > _LOG_BOUND - 1e-3]
     if at_bound:
-        values = ", ".join(f"{nm} = {np.exp(t):.3g}" for nm, t in zip(names, res.x, strict=True))
+        values = ", ".join(f"{nm} = {np.exp(t):.3g}" for nm, t in zip(names, x, strict=True))
         raise FitError(f"{model}: {', '.join(at_bound)} ran to the bound of [1e-6, 1e6] ({values}): "
                        f"the data cannot identify the model (typically {hint})")
     if np.max(np.abs(g)) > _GTOL:
         raise FitError(f"{model}: the optimiser did not converge after {res.nit} iterations "
                        f"({res.message}; largest gradient {np.max(np.abs(g)):.2g})")
-    params = np.exp(res.x)
-    hessian = _hessian(lambda th: loglik(np.exp(th))[1] * np.exp(th), res.x)
-    eigenvalues = np.linalg.eigvalsh(hessian)
+    params = np.exp(x)
+    h = hessian(x)
+    eigenvalues = np.linalg.eigvalsh(h)
     if not (np.all(np.isfinite(eigenvalues)) and eigenvalues.min() > 0):
         raise FitError(f"{model}: the log-likelihood is not strictly concave at the optimum "
                        f"({dict(zip(names, params.round(6).tolist(), strict=True))}): "
                        "no standard errors, the parameters are not identified")
-    se = params * np.sqrt(np.diag(np.linalg.inv(hessian)))  # delta method: the gradient is zero there
+    se = params * np.sqrt(np.diag(np.linalg.inv(h)))  # delta method: the gradient is zero there
     return tuple(params.tolist()), -f * n, tuple(se.tolist()), int(res.nit)
 
 
