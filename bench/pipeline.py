@@ -9,8 +9,10 @@ topics (ends from fetch responses, not ListOffsets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+import psutil
 import psycopg
 
 from bench.baseline import Baseline
@@ -103,8 +105,15 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
 
 
 def _per_process(env: BenchEnv, procs, read) -> dict[str, float]:
-    """``read(pid, children)`` for each worker, the broker and PostgreSQL (with its backends)."""
-    out = {f"worker-{i}": read(p.pid, False) for i, p in enumerate(procs)}
+    """``read(pid, children)`` for each worker, the processes it started (the value jobs), the
+    broker and PostgreSQL (with its backends)."""
+    out = {}
+    for i, p in enumerate(procs):
+        out[f"worker-{i}"] = read(p.pid, False)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            kids = psutil.Process(p.pid).children(recursive=True)
+            if kids:
+                out[f"worker-{i}-jobs"] = sum(read(k.pid, False) for k in kids)
     for name, pid in env.server_pids().items():
         out[name] = read(pid, name == "database")
     return out

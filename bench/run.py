@@ -141,7 +141,8 @@ def _type(value: bytes) -> str:
 
 def _process_name(name: str, stages: list[str]) -> str:
     if name.startswith("worker-"):
-        return f"worker_{stages[int(name.split('-')[1]) % len(stages)]}"
+        jobs = "_jobs" if name.endswith("-jobs") else ""
+        return f"worker_{stages[int(name.split('-')[1]) % len(stages)]}{jobs}"
     return name
 
 

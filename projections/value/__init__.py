@@ -4,14 +4,17 @@ stage of each customer, decided as each touchpoint commits (``fold`` has the rul
 A worker writes the value rows of the customers of its partitions in the batch's transaction,
 after the order ledger (``orders``) has taken the batch's orders. It keeps, per customer it last
 wrote, when the stage next changes by itself and when the customer was first seen: a touch that
-is not an order and changes neither is skipped without a read. Background jobs (``jobs``) re-age
-customers whose stage changes with time, recompute the tier thresholds, refit the models on a
-schedule, and publish the changes on ``customer-changes``.
+is not an order and changes neither is skipped without a read. Background jobs (``jobs``, in a
+process beside the worker) re-age customers whose stage changes with time, recompute the tier
+thresholds, refit the models on a schedule, and publish the changes on ``customer-changes``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import multiprocessing
+import os
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -22,6 +25,8 @@ import psycopg
 from projections.base import Projection
 from projections.value import fold, rows, store
 from projections.value.clock import Clock
+
+JOBS_STOP_S = 10.0  # for the jobs process to finish what it does, then it is killed
 
 
 class Value(Projection):
@@ -40,22 +45,33 @@ class Value(Projection):
         self._versions: tuple[int | None, int | None] = (None, None)
         self.held: OrderedDict[str, tuple[datetime, datetime | None]] = OrderedDict()
         self.cache_size = s.profile_cache_size
-        self.jobs: Any = None
-        self.clock = Clock()
+        self.clock = Clock.shared()
+        self.process: Any = None  # the jobs (``jobs.run_process``)
 
     @classmethod
     def build(cls, settings: Any) -> Value:
         return cls(settings)
 
     async def start(self, producer: Any) -> None:
-        from projections.value.jobs import Jobs  # noqa: PLC0415 - jobs import this module
+        """The jobs, in a process of their own (``jobs``): the batches keep this one's core."""
+        from projections.value.jobs import run_process  # noqa: PLC0415 - jobs import this module
 
-        self.jobs = Jobs(self.settings, producer, self.clock)
-        self.jobs.start()
+        ctx = multiprocessing.get_context("spawn")
+        self.process = ctx.Process(
+            target=run_process, name="touchstream-value-jobs", daemon=True,
+            args=(self.settings, self.clock.cells, os.getpid(),
+                  logging.getLevelName(logging.getLogger().getEffectiveLevel())))
+        self.process.start()
 
     async def stop(self) -> None:
-        if self.jobs is not None:
-            await self.jobs.stop()
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        await asyncio.to_thread(process.join, JOBS_STOP_S)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join)
 
     def read(self, event: dict[str, Any], partition: int, offset: int) -> fold.Touch:
         at = datetime.fromisoformat(event["occurred_at"])
@@ -101,8 +117,8 @@ class Value(Projection):
                 self.held.move_to_end(r.customer_id)
             while len(self.held) > self.cache_size:
                 self.held.popitem(last=False)
-            if changes and self.jobs is not None:
-                self.jobs.changed()
+            if changes:
+                self.clock.changed()
         return committed
 
     def forget(self) -> None:
@@ -121,8 +137,19 @@ async def apply(conn: psycopg.AsyncConnection, ctx: fold.Context, rates: dict[st
                 todo: dict[str, list[fold.Touch]], until: datetime | None = None,
                 held: dict[str, fold.Row] | None = None) -> tuple[list[fold.Row], list[fold.Change]]:
     """Decide and write the value rows of these customers (their touches in log order; with
-    ``until``, also the changes time brings up to then). ``held``: rows already loaded and
-    locked by the caller."""
+    ``until``, also the changes time brings up to then). ``held``: rows already loaded (and
+    locked, or checked unchanged before the write) by the caller."""
+    saved, changes = await decide_rows(conn, ctx, rates, todo, until, held)
+    await rows.save(conn, saved)
+    await rows.save_changes(conn, changes)
+    return saved, changes
+
+
+async def decide_rows(conn: psycopg.AsyncConnection, ctx: fold.Context, rates: dict[str, float],
+                      todo: dict[str, list[fold.Touch]], until: datetime | None = None,
+                      held: dict[str, fold.Row] | None = None
+                      ) -> tuple[list[fold.Row], list[fold.Change]]:
+    """``apply`` without the write: the rows and changes the decisions give."""
     current = held if held is not None else await rows.load(conn, list(todo))
     need_orders = [c for c, ts in todo.items()
                    if any(t.order for t in ts) or (c in current and current[c].facts.frequency)]
@@ -142,6 +169,4 @@ async def apply(conn: psycopg.AsyncConnection, ctx: fold.Context, rates: dict[st
         i += len(decisions)
         saved.append(row)
         changes += changed
-    await rows.save(conn, saved)
-    await rows.save_changes(conn, changes)
     return saved, changes

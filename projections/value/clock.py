@@ -1,8 +1,10 @@
-"""The time the value jobs work at."""
+"""The time the value jobs work at, shared between a projection worker and its jobs process."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from collections.abc import MutableSequence
 from datetime import UTC, datetime
 
 
@@ -10,20 +12,37 @@ class Clock:
     """The time the jobs work at: the wall clock once the worker has caught up with the log (no
     batch for IDLE_S), else the latest event time it has seen, so that a backlog being worked
     off (a first load, a replay, a worker catching up) is not overtaken: a stage that changes with
-    time changes when the log says that time has come."""
+    time changes when the log says that time has come.
+
+    The batches write, the jobs read: three numbers (the latest event time seen, in epoch
+    seconds, 0 for none; when a batch last saw one, on the system's monotonic clock, which all
+    processes share; how many batches committed changes), in shared memory when the jobs run in
+    their own process (``shared``)."""
 
     IDLE_S = 2.0
 
-    def __init__(self) -> None:
-        self.front: datetime | None = None
-        self._busy = 0.0
+    def __init__(self, cells: MutableSequence[float] | None = None) -> None:
+        self.cells = cells if cells is not None else [0.0, 0.0, 0.0]
+
+    @classmethod
+    def shared(cls) -> Clock:
+        return cls(multiprocessing.get_context("spawn").RawArray("d", 3))
 
     def saw(self, latest: datetime) -> None:
-        self.front = latest if self.front is None else max(self.front, latest)
-        self._busy = time.monotonic()
+        self.cells[0] = max(self.cells[0], latest.timestamp())
+        self.cells[1] = time.monotonic()
 
     def now(self) -> datetime:
         wall = datetime.now(UTC)
-        if self.front is None or time.monotonic() - self._busy > self.IDLE_S:
+        front, busy = self.cells[0], self.cells[1]
+        if not front or time.monotonic() - busy > self.IDLE_S:
             return wall
-        return min(wall, self.front)
+        return min(wall, datetime.fromtimestamp(front, UTC))
+
+    def changed(self) -> None:
+        """A batch committed changes (the relay publishes them)."""
+        self.cells[2] += 1
+
+    @property
+    def changes(self) -> float:
+        return self.cells[2]

@@ -19,6 +19,10 @@ advisory lock makes one worker at a time do each job.
 
 "Now" is the event time the log has reached while a backlog is being worked off, and the wall
 clock once the worker has caught up (``clock.Clock``).
+
+The jobs run in a process of their own beside each projection worker (``run_process``): their
+Python would otherwise hold the batches' event loop, and a projection worker and its database
+use about one core between them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from projections.value import fold, rows, store
 from projections.value.clock import Clock
 from projections.value.models import FitError, fit_bgnbd, fit_gamma_gamma, summarise
+from services.kafka import producer as new_producer
 from services.kafka import send_keyed, topic_ends
 from services.metrics import CHANGES_PUBLISHED
 
@@ -123,23 +130,35 @@ class Jobs:
         await self.recompute(conn)
 
     async def sweep(self, conn: psycopg.AsyncConnection, now: datetime | None = None) -> int:
-        """Re-decide up to SWEEP_CHUNK customers whose stage changes by itself; how many."""
-        now = now or self.clock.now()
-        async with conn.transaction():
-            cur = await conn.execute(
-                f"SELECT {rows.COLUMNS} FROM customer_value WHERE review_at <= %s "
-                "ORDER BY review_at LIMIT %s FOR UPDATE SKIP LOCKED", (now, SWEEP_CHUNK))
-            held = {str(r[0]): rows.row_of(r) for r in await cur.fetchall()}
-            if not held:
-                return 0
-            from projections.value import apply, load_context
+        """Re-decide up to SWEEP_CHUNK customers whose stage changes by itself; how many were
+        written (0 when every row taken was busy: the next round takes them)."""
+        from projections.value import decide_rows, load_context  # noqa: PLC0415 - imports jobs
 
-            ctx = await load_context(conn, self.settings, self.rules)
-            _, changes = await apply(conn, ctx, dict(self.settings.value_rates),
-                                     {c: [] for c in held}, until=now, held=held)
-        if changes:
+        now = now or self.clock.now()
+        seen = await rows.peek(conn, "review_at <= %s ORDER BY review_at", (now,), SWEEP_CHUNK)
+        if not seen:
+            return 0
+        ctx = await load_context(conn, self.settings, self.rules)
+        saved, changes = await decide_rows(conn, ctx, dict(self.settings.value_rates),
+                                           {c: [] for c in seen}, until=now,
+                                           held={c: r for c, (r, _) in seen.items()})
+        written = await self._write_unchanged(conn, seen, saved, changes)
+        return len(seen) if written else 0
+
+    async def _write_unchanged(self, conn: psycopg.AsyncConnection,
+                               seen: dict[str, tuple[fold.Row, datetime]], saved: list[fold.Row],
+                               changes: list[fold.Change]) -> int:
+        """Write what was decided on rows read unlocked, for the rows still as read (a batch that
+        changed or holds one has decided it anew): the locks last only for the write."""
+        async with conn.transaction():
+            free = await rows.claim(conn, {c: at for c, (_, at) in seen.items()})
+            kept = [r for r in saved if r.customer_id in free]
+            changed = [c for c in changes if c.customer_id in free]
+            await rows.save(conn, kept)
+            await rows.save_changes(conn, changed)
+        if changed:
             self._wake.set()
-        return len(held)
+        return len(kept)
 
     async def refit(self, conn: psycopg.AsyncConnection) -> int | None:
         """Fit and activate a model set if one is due; its version."""
@@ -222,43 +241,38 @@ class Jobs:
         return version
 
     async def retier(self, conn: psycopg.AsyncConnection, version: int, now: datetime) -> int:
-        """Re-decide the tiers of up to RETIER_CHUNK customers not yet decided by ``version``."""
-        async with conn.transaction():
-            ctx = await _context(conn, self.settings, self.rules)
-            th = next((t for t in ctx.thresholds if t.version == version), None)
-            if th is None or ctx.thresholds[-1].version != version:
-                return 0  # a newer recomputation took over
-            cur = await conn.execute(
-                f"SELECT {rows.COLUMNS} FROM customer_value WHERE frequency > 0 AND "
-                "thresholds_version IS DISTINCT FROM %s LIMIT %s FOR UPDATE SKIP LOCKED",
-                (version, RETIER_CHUNK))
-            held = [rows.row_of(r) for r in await cur.fetchall()]
-            if not held:
-                return 0
-            ledger = await rows.orders(conn, [r.customer_id for r in held])
-            rates = dict(self.settings.value_rates)
-            bought = [fold.purchases(ledger.get(r.customer_id, ()), rates)[0] for r in held]
-            saved, changes = [], []
-            # first what time has changed up to the recomputation (stages), then the tier
-            plans = [fold.plan(ctx, r.customer_id, r, b, [], until=now)
-                     for r, b in zip(held, bought, strict=True)]
-            steps = [d.facts for p in plans if p is not None for d in p[1]]
-            many = [fold.facts(b, max(now, r.as_of)) for r, b in zip(held, bought, strict=True)]
-            figs = await asyncio.to_thread(fold.figures, ctx.models, steps + many)
-            k = 0
-            for r, p, f, fig in zip(held, plans, many, figs[len(steps):], strict=True):
-                if p is not None and p[1]:
-                    r, changed = fold.decide(ctx, p[0], p[1], figs[k:k + len(p[1])])
-                    k += len(p[1])
-                    changes += changed
-                row, changed = fold.retier(ctx, r, th, f, fig)
-                saved.append(row)
+        """Re-decide the tiers of up to RETIER_CHUNK customers not yet decided by ``version``;
+        how many were taken (0 when none could be written)."""
+        ctx = await _context(conn, self.settings, self.rules)
+        th = next((t for t in ctx.thresholds if t.version == version), None)
+        if th is None or ctx.thresholds[-1].version != version:
+            return 0  # a newer recomputation took over
+        seen = await rows.peek(conn, "frequency > 0 AND thresholds_version IS DISTINCT FROM %s",
+                               (version,), RETIER_CHUNK)
+        if not seen:
+            return 0
+        held = [r for r, _ in seen.values()]
+        ledger = await rows.orders(conn, [r.customer_id for r in held])
+        rates = dict(self.settings.value_rates)
+        bought = [fold.purchases(ledger.get(r.customer_id, ()), rates)[0] for r in held]
+        saved, changes = [], []
+        # first what time has changed up to the recomputation (stages), then the tier
+        plans = [fold.plan(ctx, r.customer_id, r, b, [], until=now)
+                 for r, b in zip(held, bought, strict=True)]
+        steps = [d.facts for p in plans if p is not None for d in p[1]]
+        many = [fold.facts(b, max(now, r.as_of)) for r, b in zip(held, bought, strict=True)]
+        figs = await asyncio.to_thread(fold.figures, ctx.models, steps + many)
+        k = 0
+        for r, p, f, fig in zip(held, plans, many, figs[len(steps):], strict=True):
+            if p is not None and p[1]:
+                r, changed = fold.decide(ctx, p[0], p[1], figs[k:k + len(p[1])])
+                k += len(p[1])
                 changes += changed
-            await rows.save(conn, saved)
-            await rows.save_changes(conn, changes)
-        if changes:
-            self._wake.set()
-        return len(held)
+            row, changed = fold.retier(ctx, r, th, f, fig)
+            saved.append(row)
+            changes += changed
+        written = await self._write_unchanged(conn, seen, saved, changes)
+        return len(seen) if written else 0
 
     # --- relay: customer_changes -> topic customer-changes, once each --------------------------
 
@@ -387,3 +401,41 @@ async def _trailing(conn: psycopg.AsyncConnection, rates: dict[str, float],
         "WHERE o.status = 'placed' AND o.placed_at > %s GROUP BY o.customer_id",
         (list(rates), [str(v) for v in rates.values()], now - fold.TRAILING))
     return dict(await cur.fetchall())
+
+
+# --- the jobs process --------------------------------------------------------------------------
+
+WATCH_S = 0.05  # how often the jobs process looks at its clock and its parent
+
+
+def run_process(settings: Any, cells: Any, parent: int, loglevel: str) -> None:
+    """The jobs of one projection worker, in their own process (``Value.start``). It stops on
+    SIGTERM or SIGINT, and when its worker is gone (even killed: the parent changes)."""
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("kafka", "aiokafka"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    asyncio.run(_serve(settings, Clock(cells), parent))
+
+
+async def _serve(settings: Any, clock: Clock, parent: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    producer = new_producer(settings, "touchstream-value-jobs")
+    await producer.start()
+    jobs = Jobs(settings, producer, clock)
+    jobs.start()
+    seen = clock.changes
+    try:
+        while not stop.is_set() and os.getppid() == parent:
+            if clock.changes != seen:  # a batch committed changes: the relay publishes them
+                seen = clock.changes
+                jobs.changed()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_S):
+                    await stop.wait()
+    finally:
+        await jobs.stop()
+        await producer.stop()
+

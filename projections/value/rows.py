@@ -8,6 +8,7 @@ import contextlib
 import uuid
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -130,6 +131,28 @@ async def load(conn: psycopg.AsyncConnection, customer_ids: list[str],
         f"(SELECT c::uuid FROM {UNPACK} AS c) "
         f"ORDER BY customer_id{' FOR UPDATE' if lock else ''}", (pack(customer_ids),))
     return {str(r[0]): row_of(r) for r in await cur.fetchall()}
+
+
+async def peek(conn: psycopg.AsyncConnection, where: str, params: tuple[Any, ...], limit: int
+               ) -> dict[str, tuple[Row, datetime]]:
+    """Rows (and the version each was read at: ``updated_at``) without locking them: the jobs
+    decide on them unlocked and write only those still unchanged (``claim``), so that a batch
+    never waits on a job's computing."""
+    cur = await conn.execute(f"SELECT {COLUMNS}, updated_at FROM customer_value WHERE {where} "
+                             f"LIMIT %s", (*params, limit))
+    return {str(r[0]): (row_of(r[:-1]), r[-1]) for r in await cur.fetchall()}
+
+
+async def claim(conn: psycopg.AsyncConnection, versions: dict[str, datetime]) -> set[str]:
+    """Lock, for the transaction, the rows still at the version read, skipping rows a batch
+    holds; the customers claimed."""
+    if not versions:
+        return set()
+    cur = await conn.execute(
+        f"SELECT customer_id::text, updated_at FROM customer_value WHERE customer_id IN "
+        f"(SELECT c::uuid FROM {UNPACK} AS c) ORDER BY customer_id FOR UPDATE SKIP LOCKED",
+        (pack(list(versions)),))
+    return {cid for cid, at in await cur.fetchall() if versions.get(cid) == at}
 
 
 async def save(conn: psycopg.AsyncConnection, rows: Iterable[Row]) -> None:

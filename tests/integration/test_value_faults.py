@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import psutil
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -221,9 +222,14 @@ async def test_tier_and_stage_changes_published_once_when_the_projection_worker_
             return (publisher.sent >= len(events) // 2 and found[0]["n"] >= 300
                     and found[0]["published"] >= 100)
         await eventually(going, timeout_s=40, interval_s=0.05)
+        jobs = psutil.Process(victim.pid).children(recursive=True)
+        assert jobs, "the worker runs its value jobs in a process of its own"
         await freeze_mid_batch(settings, victim)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
+        # its jobs process sees its worker gone and stops (it would relay beside the successor)
+        _, alive = psutil.wait_procs(jobs, timeout=10)
+        assert not alive, f"the killed worker's jobs still run: {alive}"
         at_kill = await rows(settings, "SELECT count(*)::int AS n, count(published_at)::int AS "
                                        "published FROM customer_changes")
         sent_at_kill = publisher.sent
