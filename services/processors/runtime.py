@@ -66,6 +66,7 @@ FETCH_MAX_WAIT_MS = 20
 OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
 # The server ended the session's transaction for taking too long: a stall, not the data.
 OUTAGE_SQLSTATES = frozenset({"25P03", "25P04"})  # idle in transaction / transaction timeout
+LOCK_NOT_AVAILABLE = "55P03"
 RECORD_KAFKA_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 
 Item = tuple[ConsumerRecord, Any]
@@ -180,6 +181,27 @@ class BatchProcessor(Service):
                 await conn.commit()
             self._conn = conn
         return self._conn
+
+    async def _end_stuck_sessions(self) -> None:
+        """A session whose client stopped reading in the middle of a result (a worker frozen
+        there) waits in its write and ignores the transaction timeout: PostgreSQL acts on a
+        cancel only between messages. Past that timeout such a transaction can only be a lost
+        worker's: end the session (a terminate is acted on in the write), so that its locks go."""
+        try:
+            conn = await self.connection()
+            cur = await conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND wait_event = 'ClientWrite' "
+                "AND xact_start < now() - make_interval(secs => %s) AND pg_terminate_backend(pid)",
+                (self.settings.transaction_timeout_s,))
+            ended = [pid for (pid,) in await cur.fetchall()]
+            await conn.commit()
+        except Exception as exc:  # noqa: BLE001 - the retry goes on whatever happens here
+            log.warning("%s: could not look for stuck sessions (%r)", self.handler.name, exc)
+            return
+        if ended:
+            log.warning("%s: ended sessions stuck writing to a client for longer than the "
+                        "transaction timeout, holding locks: %s", self.handler.name, ended)
 
     async def start_handler(self) -> None:
         """The handler and the producer it shares with the dead-letter queue (also for tests that
@@ -390,6 +412,8 @@ class BatchProcessor(Service):
                 if outage or quarantining:
                     log.log(logging.ERROR if quarantining and not outage else logging.WARNING,
                             "%s: batch failed (%r), retrying in %.1fs", self.handler.name, exc, delay)
+                    if getattr(exc, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                        await self._end_stuck_sessions()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
