@@ -131,7 +131,7 @@ class Jobs:
 
     async def sweep(self, conn: psycopg.AsyncConnection, now: datetime | None = None) -> int:
         """Re-decide up to SWEEP_CHUNK customers whose stage changes by itself; how many were
-        written (0 when every row taken was busy: the next round takes them)."""
+        written (rows a batch changed meanwhile are left to the next round)."""
         from projections.value import decide_rows, load_context  # noqa: PLC0415 - imports jobs
 
         now = now or self.clock.now()
@@ -142,8 +142,7 @@ class Jobs:
         saved, changes = await decide_rows(conn, ctx, dict(self.settings.value_rates),
                                            {c: [] for c in seen}, until=now,
                                            held={c: r for c, (r, _) in seen.items()})
-        written = await self._write_unchanged(conn, seen, saved, changes)
-        return len(seen) if written else 0
+        return await self._write_unchanged(conn, seen, saved, changes)
 
     async def _write_unchanged(self, conn: psycopg.AsyncConnection,
                                seen: dict[str, tuple[fold.Row, datetime]], saved: list[fold.Row],
@@ -236,13 +235,13 @@ class Jobs:
                                          values, rfm)
             version = await store.save_thresholds(conn, th, len(values))
         log.info("value tiers: thresholds version %s over %s customers", version, len(values))
-        while await self.retier(conn, version, now) == RETIER_CHUNK:
+        while await self.retier(conn, version, now):  # until none is left, or none can be written
             pass
         return version
 
     async def retier(self, conn: psycopg.AsyncConnection, version: int, now: datetime) -> int:
         """Re-decide the tiers of up to RETIER_CHUNK customers not yet decided by ``version``;
-        how many were taken (0 when none could be written)."""
+        how many were written (rows a batch changed meanwhile are taken by the next call)."""
         ctx = await _context(conn, self.settings, self.rules)
         th = next((t for t in ctx.thresholds if t.version == version), None)
         if th is None or ctx.thresholds[-1].version != version:
@@ -271,8 +270,7 @@ class Jobs:
             row, changed = fold.retier(ctx, r, th, f, fig)
             saved.append(row)
             changes += changed
-        written = await self._write_unchanged(conn, seen, saved, changes)
-        return len(seen) if written else 0
+        return await self._write_unchanged(conn, seen, saved, changes)
 
     # --- relay: customer_changes -> topic customer-changes, once each --------------------------
 
