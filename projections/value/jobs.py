@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from projections.sql import UNPACK, pack
 from projections.value import fold, rows, store
 from projections.value.clock import Clock
 from projections.value.models import FitError, fit_bgnbd, fit_gamma_gamma, summarise
@@ -51,6 +52,7 @@ log = logging.getLogger("touchstream.value")
 LOCK_SWEEP, LOCK_MODELS, LOCK_RELAY = 7_301_001, 7_301_002, 7_301_003
 SWEEP_CHUNK = 500
 RETIER_CHUNK = 2000
+RETIER_TRIES = 5
 RELAY_CHUNK = 500
 TAIL = 2 * RELAY_CHUNK  # records per partition a relay reads back when it takes over
 RETRY_FIT_S = 600.0
@@ -142,11 +144,11 @@ class Jobs:
         saved, changes = await decide_rows(conn, ctx, dict(self.settings.value_rates),
                                            {c: [] for c in seen}, until=now,
                                            held={c: r for c, (r, _) in seen.items()})
-        return await self._write_unchanged(conn, seen, saved, changes)
+        return len(await self._write_unchanged(conn, seen, saved, changes))
 
     async def _write_unchanged(self, conn: psycopg.AsyncConnection,
                                seen: dict[str, tuple[fold.Row, datetime]], saved: list[fold.Row],
-                               changes: list[fold.Change]) -> int:
+                               changes: list[fold.Change]) -> set[str]:
         """Write what was decided on rows read unlocked, for the rows still as read (a batch that
         changed or holds one has decided it anew): the locks last only for the write."""
         async with conn.transaction():
@@ -157,7 +159,7 @@ class Jobs:
             await rows.save_changes(conn, changed)
         if changed:
             self._wake.set()
-        return len(kept)
+        return {r.customer_id for r in kept}
 
     async def refit(self, conn: psycopg.AsyncConnection) -> int | None:
         """Fit and activate a model set if one is due; its version."""
@@ -199,7 +201,8 @@ class Jobs:
 
     async def recompute(self, conn: psycopg.AsyncConnection, force: bool = False,
                         now: datetime | None = None) -> int | None:
-        """Recompute the tier thresholds if due (or ``force``), then re-tier everyone; the version."""
+        """Recompute the tier thresholds if due (or ``force``), then re-tier the customers whose
+        tier they change (the others keep theirs, and the version that decided it); the version."""
         s = self.settings
         now = now or self.clock.now()
         async with conn.transaction():
@@ -220,7 +223,7 @@ class Jobs:
                 return None
             cur = await conn.execute(
                 "SELECT customer_id::text, x, t_x, m_x, first_purchase, last_purchase, frequency, "
-                "monetary FROM customer_value WHERE frequency > 0")
+                "monetary, tier FROM customer_value WHERE frequency > 0")
             found = await cur.fetchall()
             many = [_facts_now(r, now) for r in found]
             trailing = await _trailing(conn, s.value_rates, now)
@@ -234,22 +237,29 @@ class Jobs:
             th = fold.compute_thresholds(0, now, rank_by, model_version, dict(s.value_tiers),
                                          values, rfm)
             version = await store.save_thresholds(conn, th, len(values))
-        log.info("value tiers: thresholds version %s over %s customers", version, len(values))
-        while await self.retier(conn, version, now):  # until none is left, or none can be written
-            pass
+        movers = [r[0] for r, v in zip(found, values, strict=True) if th.tier_of(v) != r[-1]]
+        log.info("value tiers: thresholds version %s over %s customers, %s change tier",
+                 version, len(values), len(movers))
+        for i in range(0, len(movers), RETIER_CHUNK):
+            left = movers[i:i + RETIER_CHUNK]
+            for _ in range(RETIER_TRIES):  # a row a batch changed meanwhile is tried again
+                left = await self.retier(conn, version, now, left)
+                if not left:
+                    break
         return version
 
-    async def retier(self, conn: psycopg.AsyncConnection, version: int, now: datetime) -> int:
-        """Re-decide the tiers of up to RETIER_CHUNK customers not yet decided by ``version``;
-        how many were written (rows a batch changed meanwhile are taken by the next call)."""
+    async def retier(self, conn: psycopg.AsyncConnection, version: int, now: datetime,
+                     customer_ids: list[str]) -> list[str]:
+        """Re-decide these customers' tiers by ``version`` (after what time alone changed for
+        them); the customers left to try again (a batch changed their row meanwhile)."""
         ctx = await _context(conn, self.settings, self.rules)
         th = next((t for t in ctx.thresholds if t.version == version), None)
         if th is None or ctx.thresholds[-1].version != version:
-            return 0  # a newer recomputation took over
-        seen = await rows.peek(conn, "frequency > 0 AND thresholds_version IS DISTINCT FROM %s",
-                               (version,), RETIER_CHUNK)
+            return []  # a newer recomputation took over
+        seen = await rows.peek(conn, f"frequency > 0 AND customer_id IN (SELECT c::uuid FROM "
+                                     f"{UNPACK} AS c)", (pack(customer_ids),), len(customer_ids))
         if not seen:
-            return 0
+            return []
         held = [r for r, _ in seen.values()]
         ledger = await rows.orders(conn, [r.customer_id for r in held])
         rates = dict(self.settings.value_rates)
@@ -270,7 +280,8 @@ class Jobs:
             row, changed = fold.retier(ctx, r, th, f, fig)
             saved.append(row)
             changes += changed
-        return await self._write_unchanged(conn, seen, saved, changes)
+        written = await self._write_unchanged(conn, seen, saved, changes)
+        return [c for c in seen if c not in written]
 
     # --- relay: customer_changes -> topic customer-changes, once each --------------------------
 
@@ -384,7 +395,7 @@ def _fit(transactions: list, end: Any) -> tuple[Any, Any, Any]:
 
 def _facts_now(r: tuple, now: datetime) -> fold.Facts:
     """Facts as of now from a value row's columns (the trailing 12 months come from the ledger)."""
-    _, x, t_x, m_x, first, last, frequency, monetary = r
+    _, x, t_x, m_x, first, last, frequency, monetary, *_ = r
     start = datetime.combine(first, datetime.min.time(), UTC)
     return fold.Facts(now, frequency, first, last, None, monetary, 0, x, t_x,
                       max((now - start).total_seconds() / fold.WEEK_S, t_x), m_x)

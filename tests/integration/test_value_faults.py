@@ -432,7 +432,7 @@ async def test_a_customer_re_tiered_twice_by_one_recomputation_has_every_change_
     assert first is not None and second[0] is not None and second[0] > first
     # ... and the recompute loop's next chunk takes the rows not decided by v2: Carol again
     async with await jobs.connect() as conn:
-        await jobs.retier(conn, second[0], t2)
+        assert await jobs.retier(conn, second[0], t2, [carol_id]) == []
 
     changes = await rows(settings, "SELECT kind, old, new, n FROM customer_changes "
                                    "WHERE customer_id = %s ORDER BY seq", carol_id)
