@@ -10,8 +10,8 @@ advisory lock makes one worker at a time do each job.
   the data cannot support is retried once the buyers grew by a fifth, or after RETRY_FIT_S.
 - **thresholds** (every ``value_thresholds_every_s``, and at once when there are none yet, the
   model changed or the ranked population doubled): the tier cuts and RFM quintiles over the
-  whole population, recorded as a new version, then every customer's tier re-decided against
-  them (after what time alone changed for them).
+  whole population, recorded as a new version, then the tier of every customer they move
+  re-decided against them (after what time alone changed for them); the others keep theirs.
 - **relay**: tier and stage changes (``customer_changes``, written in the batches' transactions)
   are published on ``customer-changes``, each exactly once: a relay taking over first reads the
   topic's tail and marks what it finds there as published, so a relay killed between the send and
