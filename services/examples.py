@@ -119,8 +119,13 @@ def value_summary(base_url: str, timeout_s: float = 60) -> str:
     tiers = ", ".join(f"{t['tier']} {t['customers']}" for t in pareto["tiers"])
     stages = ", ".join(f"{k} {v}" for k, v in pareto["stages"].items())
     top = pareto["top_20_percent"]
-    share = f"{top['clv_share']:.0%}" if top["clv_share"] is not None else "n/a"
-    return (f"value pyramid: {tiers}; the top 20% of buyers hold {share} of expected value\n"
+    if top["clv_share"] is not None:
+        share = f"{top['clv_share']:.0%} of expected value"
+    elif top["spend_share"] is not None:
+        share = f"{top['spend_share']:.0%} of spend so far (expected value once a model is fitted)"
+    else:
+        share = "n/a"
+    return (f"value pyramid: {tiers}; the top 20% of buyers hold {share}\n"
             f"lifecycle: {stages}")
 
 

@@ -160,7 +160,8 @@ async def list_segment(
     items = [{"customer_id": r[0], "tier": r[1], "stage": r[2], "stage_reason": r[3],
               "clv": _round(r[4], 2), "p_alive": _round(r[5]),
               "expected_purchases_90d": _round(r[6]), "frequency": r[7],
-              "monetary": str(r[8]), "trailing_12m": str(r[9]),
+              "monetary": str(r[8].quantize(fold.CENTS)),
+              "trailing_12m": str(r[9].quantize(fold.CENTS)),
               "recency_days": None if r[10] is None else
               (now.date() - r[10]).days, "as_of": _iso(r[11])} for r in found[:limit]]
     next_cursor = None
