@@ -6,11 +6,6 @@ query (BENCHMARKS.md). Values never hold the separator: the doors refuse control
 a record that slips through fails alone (the runtime isolates it).
 """
 
-from collections.abc import Iterable
-from datetime import date, datetime
-from decimal import Decimal
-from typing import Any
-
 SEPARATOR = "\x1f"
 UNPACK = "unnest(string_to_array(%s, chr(31)))"
 
@@ -26,28 +21,6 @@ def copy_field(value: str) -> str:
     if "\\" not in value and "\t" not in value and "\n" not in value and "\r" not in value:
         return value
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def copy_value(value: Any) -> str:
-    """One value in COPY's text format: NULL, numbers, times and dates as PostgreSQL reads them."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return copy_field(value)
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, float):
-        return repr(float(value))  # numpy's floats print their type otherwise
-    if isinstance(value, (int, Decimal)):
-        return str(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    raise TypeError(f"no COPY text for {type(value).__name__}")
-
-
-def copy_rows(rows: Iterable[tuple[Any, ...]]) -> str:
-    """Rows in COPY's text format (one pass, none of psycopg's per-element list adaptation)."""
-    return "".join("\t".join([copy_value(v) for v in row]) + "\n" for row in rows)
 
 
 def array_literal(values: list[str]) -> str:

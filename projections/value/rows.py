@@ -90,15 +90,6 @@ def row_of(r: tuple) -> Row:
                stage, stage_since, reason, review, changes)
 
 
-def _values(row: Row) -> tuple[Any, ...]:
-    f, fig = row.facts, row.figures
-    return (row.customer_id, row.first_seen, row.as_of, f.frequency, f.first, f.last,
-            f.previous_gap_days, f.monetary, f.trailing_12m, f.x, f.t_x, f.T, f.m_x, fig.p_alive,
-            fig.expected_purchases_90d, fig.expected_order_value, fig.clv, row.model_version,
-            row.tier, row.tier_since, row.thresholds_version, row.stage, row.stage_since,
-            row.stage_reason, row.review_at, row.changes)
-
-
 def _f(v: float | None) -> str:
     return "\\N" if v is None else repr(float(v))
 
@@ -108,8 +99,8 @@ def _o(v: Any) -> str:
 
 
 def copy_line(row: Row) -> str:
-    """A value row in COPY's text format, column by column as ``COLUMNS`` (the generic
-    ``sql.copy_rows`` took a tenth of the projection worker)."""
+    """A value row in COPY's text format, column by column as ``COLUMNS`` (a writer generic
+    over the values' types took a tenth of the projection worker)."""
     f, g = row.facts, row.figures
     return (f"{row.customer_id}\t{row.first_seen.isoformat()}\t{row.as_of.isoformat()}\t"
             f"{f.frequency:d}\t{_o(f.first)}\t{_o(f.last)}\t{_o(f.previous_gap_days)}\t"
