@@ -189,12 +189,19 @@ class BatchProcessor(Service):
         worker's: end the session (a terminate is acted on in the write), so that its locks go."""
         try:
             conn = await self.connection()
+            # first the sessions, then the terminations: in one WHERE, PostgreSQL may call
+            # pg_terminate_backend before the other conditions have ruled a session out
             cur = await conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid() AND wait_event = 'ClientWrite' "
-                "AND xact_start < now() - make_interval(secs => %s) AND pg_terminate_backend(pid)",
+                "AND xact_start < now() - make_interval(secs => %s)",
                 (self.settings.transaction_timeout_s,))
-            ended = [pid for (pid,) in await cur.fetchall()]
+            stuck = [pid for (pid,) in await cur.fetchall()]
+            ended = []
+            if stuck:
+                cur = await conn.execute("SELECT pid FROM unnest(%s::int[]) AS pid "
+                                         "WHERE pg_terminate_backend(pid)", (stuck,))
+                ended = [pid for (pid,) in await cur.fetchall()]
             await conn.commit()
         except Exception as exc:  # noqa: BLE001 - the retry goes on whatever happens here
             log.warning("%s: could not look for stuck sessions (%r)", self.handler.name, exc)
