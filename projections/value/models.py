@@ -39,6 +39,7 @@ MIN_REPEAT_CUSTOMERS = 10  # below this a fit says so instead of guessing
 WEEKS_PER_YEAR = 52  # FHL 2005b: a 15% annual rate is a weekly rate of ln(1.15)/52
 _LOG_BOUND = np.log(1e6)  # every parameter is kept in [1e-6, 1e6]
 _POLISH_STEPS = 5  # at most, Newton steps after L-BFGS-B
+_DRIFT = _LOG_BOUND * 0.6  # a parameter beyond [4e-4, 4e3] is on its way to a bound
 _GTOL = 1e-6  # largest accepted gradient of the mean log-likelihood (log parameters) at the optimum
 
 Array = np.ndarray
@@ -430,21 +431,29 @@ def _maximise(model: str, names: tuple[str, ...], loglik: Callable[[Array], tupl
         if not (np.isfinite(f_new) and np.all(np.isfinite(g_new))) or f_new > f:
             break
         x, f, g = x_new, f_new, g_new
+    values = ", ".join(f"{nm} = {np.exp(t):.3g}" for nm, t in zip(names, x, strict=True))
     at_bound = [nm for nm, t in zip(names, x, strict=True) if abs(t) > _LOG_BOUND - 1e-3]
     if at_bound:
-        values = ", ".join(f"{nm} = {np.exp(t):.3g}" for nm, t in zip(names, x, strict=True))
         raise FitError(f"{model}: {', '.join(at_bound)} ran to the bound of [1e-6, 1e6] ({values}): "
                        f"the data cannot identify the model (typically {hint})")
-    if np.max(np.abs(g)) > _GTOL:
+    converged = np.max(np.abs(g)) <= _GTOL
+    # on the way to a bound, the likelihood flattens out along a ridge: the optimiser stalls (or
+    # stops short of concavity) before it gets there, and the cause is the same
+    drifting = [nm for nm, t in zip(names, x, strict=True) if abs(t) > _DRIFT]
+    if drifting and not converged:
+        raise FitError(f"{model}: {', '.join(drifting)} kept running towards the bound of [1e-6, 1e6] "
+                       f"({values}) without converging: the data cannot identify the model "
+                       f"(typically {hint})")
+    if not converged:
         raise FitError(f"{model}: the optimiser did not converge after {res.nit} iterations "
                        f"({res.message}; largest gradient {np.max(np.abs(g)):.2g})")
     params = np.exp(x)
     h = hessian(x)
     eigenvalues = np.linalg.eigvalsh(h)
     if not (np.all(np.isfinite(eigenvalues)) and eigenvalues.min() > 0):
+        why = f" (typically {hint})" if drifting else ""
         raise FitError(f"{model}: the log-likelihood is not strictly concave at the optimum "
-                       f"({dict(zip(names, params.round(6).tolist(), strict=True))}): "
-                       "no standard errors, the parameters are not identified")
+                       f"({values}): no standard errors, the parameters are not identified{why}")
     se = params * np.sqrt(np.diag(np.linalg.inv(h)))  # delta method: the gradient is zero there
     return tuple(params.tolist()), -f * n, tuple(se.tolist()), int(res.nit)
 

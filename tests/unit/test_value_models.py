@@ -356,6 +356,25 @@ def test_an_optimiser_that_stops_early_is_an_error(cdnow: models.Cohort, monkeyp
         fit_bgnbd(cdnow.x, cdnow.t_x, cdnow.T)
 
 
+def test_a_fit_stalled_on_its_way_to_a_bound_says_the_data_cannot_identify_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on the bench's ledger (customers who come back after lapsing): a ran towards 0 and
+    the optimiser stalled on the flat ridge before the bound. The error names the cause."""
+    from scipy.optimize import OptimizeResult
+
+    stalled = np.log([1.35, 19.1, 3e-5, 8.8e3])  # r, alpha, a, b
+    monkeypatch.setattr(models, "minimize", lambda *a, **k: OptimizeResult(
+        x=stalled, nit=42, message="CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH"))
+    monkeypatch.setattr(models, "_POLISH_STEPS", 0)
+    rng = np.random.default_rng(5)
+    T = rng.uniform(26, 78, 2000)
+    x = rng.poisson(2.0, 2000).astype(float)
+    t_x = np.where(x > 0, T * rng.beta(np.maximum(x, 1), 1), 0.0)
+    with pytest.raises(FitError, match="a, b kept running towards the bound.*no sign that "
+                                       "customers drop out"):
+        fit_bgnbd(x, t_x, T)
+
+
 def test_a_likelihood_that_is_not_finite_is_an_error() -> None:
     with pytest.raises(FitError, match="not finite at the starting point"):
         models._maximise("test", ("u",), lambda p: (float("nan"), np.zeros(1)), (1.0,), 1, "")
