@@ -129,7 +129,7 @@ class BenchEnv:
         """The API and one worker per stage, as `make run` starts them; returns once /readyz is 200."""
         procs = [self.spawn(settings, ["api", "--loglevel", "warning"], "bench-api")] + [
             self.spawn(settings, ["worker", "--stages", stage, "--loglevel", "warning"], f"bench-{stage}")
-            for stage in ("identity", "projections")]
+            for stage in ("identity", "projections", "archive")]
         url = f"http://{settings.http_host}:{settings.http_port}/readyz"
 
         def ready() -> bool:

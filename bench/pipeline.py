@@ -20,9 +20,10 @@ from bench.env import BenchEnv, cpu_seconds, rss_mb, wait_until
 from bench.limits import produce
 from services.kafka import topic_ends
 
-STAGES = ("identity", "projections")
+STAGES = ("identity", "projections", "archive")  # as `make run` starts them
+BEFORE_ARCHIVE = ("identity", "projections")  # what a baseline commit without the archive runs
 ROW_TABLES = ("contacts", "ts_processed_events", "profiles", "identity_keys", "identity_customers",
-              "identity_links")
+              "identity_links", "archive_events")
 
 
 def _positions(conn: psycopg.Connection, processor: str) -> dict[int, int]:
@@ -30,11 +31,11 @@ def _positions(conn: psycopg.Connection, processor: str) -> dict[int, int]:
                              (processor,)).fetchall())
 
 
-def _assigned(conn: psycopg.Connection, partitions: int) -> bool:
+def _assigned(conn: psycopg.Connection, partitions: int, stages: tuple[str, ...]) -> bool:
     held: dict[str, set[int]] = {}
     for processor, parts in conn.execute("SELECT processor, partitions FROM ts_workers").fetchall():
         held.setdefault(processor, set()).update(parts)
-    return all(held.get(s, set()) >= set(range(partitions)) for s in STAGES)
+    return all(held.get(s, set()) >= set(range(partitions)) for s in stages)
 
 
 def caught_up(conn: psycopg.Connection, processor: str, ends: dict[int, int]) -> bool:
@@ -50,7 +51,8 @@ def _rows_written(conn: psycopg.Connection) -> dict[str, int]:
 
 def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
         stages: list[str] | None = None, baseline: Baseline | None = None) -> dict:
-    """The pipeline of this code, or of ``baseline``'s checkout (its own tables and marks)."""
+    """The pipeline of this code, or of ``baseline``'s checkout (its own tables and marks), one
+    worker process per stage of ``stages`` (default: one process running every stage)."""
     s = env.isolated(migrated=baseline is None)
     if baseline is not None:
         baseline.migrate(s)
@@ -65,7 +67,8 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
     memory: dict[str, dict[str, float]] = {}
     try:
         with psycopg.connect(s.database_url, autocommit=True) as conn:
-            wait_until(lambda: _assigned(conn, s.partitions), timeout_s=120)
+            running = tuple(stages) if stages else BEFORE_ARCHIVE if baseline else STAGES
+            wait_until(lambda: _assigned(conn, s.partitions, running), timeout_s=120)
             started = time.perf_counter()
             cpu_before = _cpu(env, procs)
             def follow(stage: str, ends: dict[int, int]) -> None:
@@ -78,7 +81,8 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
 
             follow("identity", raw_ends)  # the end of touchpoints is known once identity is done
             log_ends = asyncio.run(topic_ends(s, s.log_topic))
-            follow("projections", log_ends)
+            for stage in running[1:]:
+                follow(stage, log_ends)
             elapsed = time.perf_counter() - started
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu(env, procs).items()}
             memory["100pct"] = _rss(env, procs)

@@ -25,7 +25,7 @@ def log(message: str) -> None:
 
 def pipeline_figures(env: BenchEnv, records: list, quick: bool,
                      baseline_ref: str | None = DEFAULT_REF) -> tuple[dict[str, Any], Settings]:
-    stages = ["identity", "projections"]
+    stages = list(pipeline.STAGES)
     log(f"pipeline: {len(records):,} events, one worker process per stage")
     one = pipeline.run(env, records, stages=stages)
     s = one.pop("settings")
@@ -99,7 +99,7 @@ def baseline_figures(env: BenchEnv, records: list, stages: list[str], ref: str,
             ours.pop("settings")
         checkout = Baseline.checkout(ref, Path(env.base.state_dir, "baseline"))
         try:
-            then = pipeline.run(env, known, stages=stages, baseline=checkout)
+            then = pipeline.run(env, known, stages=list(pipeline.BEFORE_ARCHIVE), baseline=checkout)
         finally:
             checkout.remove()
     except Exception as exc:  # noqa: BLE001 - a baseline that cannot run is reported, not hidden

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=_run)
     p = sub.add_parser("worker", help="a processor worker (needs a configured broker and database)")
-    p.add_argument("--stages", default="", help="comma-separated: identity,projections (default all)")
+    p.add_argument("--stages", default="", help="comma-separated: identity,projections,archive (default all)")
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=_worker)
     p = sub.add_parser("api", help="the HTTP gateway and API (needs a configured broker and database)")

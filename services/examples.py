@@ -111,7 +111,10 @@ def value_summary(base_url: str, timeout_s: float = 60) -> str:
                 pareto = client.get("/v1/value/pareto").json()
             except (httpx.HTTPError, ValueError):
                 pareto = {}
-            if pareto.get("thresholds_version") or time.monotonic() > deadline:
+            # the thresholds first, then the re-tiering they cause: until it is done, buyers
+            # are still unranked
+            unranked = sum(t["customers"] for t in pareto.get("tiers", ()) if t["tier"] == "unranked")
+            if (pareto.get("thresholds_version") and not unranked) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     if not pareto.get("thresholds_version"):

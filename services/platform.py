@@ -46,7 +46,7 @@ def check_port(host: str, port: int) -> None:
 
 class Platform:
     def __init__(self, settings: Settings, workers: int = 1,
-                 stages: tuple[str, ...] = ("identity", "projections")):
+                 stages: tuple[str, ...] = ("identity", "projections", "archive")):
         self.infra = Infra(settings)
         self.workers = workers
         self.stages = stages
@@ -82,9 +82,11 @@ class Platform:
             for i in range(self.workers) for stage in self.stages]
         for name, args in commands:
             with open(logs / f"{name}.log", "ab") as log:
+                # a session of their own: Ctrl-C reaches this process only, which stops the
+                # children in order (the API first, then the workers once the archive is done)
                 self.children.append(subprocess.Popen(
                     [sys.executable, "-m", "services.cli", *args], env=env,
-                    stdout=log, stderr=subprocess.STDOUT))
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         self.wait_ready(ready_timeout_s)
         return self
 
@@ -104,18 +106,35 @@ class Platform:
             time.sleep(0.25)
         raise TimeoutError(f"platform not ready after {timeout_s}s: {last.text if last else 'no answer'}")
 
-    def stop(self) -> None:
-        for child in self.children:
+    def stop(self, drain_s: float = 30.0) -> None:
+        """Stop the API first; with the embedded broker, whose log goes with it, let the
+        workers archive what it holds (up to ``drain_s``); then everything else."""
+        api, workers = self.children[:1], self.children[1:]
+        self._terminate(api)
+        if self.infra.broker is not None and workers and all(w.poll() is None for w in workers):
+            from services import archive
+
+            try:
+                if not archive.drain(self.settings, drain_s):
+                    print(f"stopping with records not yet archived after {drain_s:.0f} s",
+                          file=sys.stderr, flush=True)
+            except Exception as exc:  # noqa: BLE001 - stopping goes on whatever happens here
+                print(f"could not wait for the archive: {exc!r}", file=sys.stderr, flush=True)
+        self._terminate(workers)
+        self.children = []
+        self.infra.stop()
+
+    @staticmethod
+    def _terminate(children: list[subprocess.Popen]) -> None:
+        for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in self.children:
+        for child in children:
             try:
                 child.wait(20)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        self.children = []
-        self.infra.stop()
 
 
 def _wait_for_signal() -> None:

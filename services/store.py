@@ -58,6 +58,7 @@ def migrate(url: str, schema: str = "public") -> None:
     """Create every table once; safe when several processes start at the same time."""
     from projections.identity.store import DDL as IDENTITY
     from projections.value.store import DDL as VALUE_MODELS
+    from services import archive
     from services.changes import DDL as CHANGES
     from services.processors.dlq import DDL as DEAD_LETTERS
 
@@ -67,6 +68,7 @@ def migrate(url: str, schema: str = "public") -> None:
             for ddl in (RUNTIME_DDL, IDENTITY, DEAD_LETTERS, CHANGES, VALUE_MODELS):
                 conn.execute(ddl)
             create_tables(conn, schema)
+            archive.setup(url)  # the library's tables, made by the library
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
 

@@ -206,10 +206,9 @@ async def read_pareto(conn: Conn, request: Request) -> dict[str, Any]:
         "customers": sum(n for n, _, _ in tiers.values()), "buyers": buyers,
         "thresholds_version": latest[0] if latest else None,
         "thresholds_computed_at": _iso(latest[1]) if latest else None,
-        "tiers": [{"tier": t, "customers": tiers[t][0],
-                   "clv": round(tiers[t][1], 2), "clv_share": share(tiers[t][1], all_clv),
-                   "spend": round(tiers[t][2], 2), "spend_share": share(tiers[t][2], all_spend)}
-                  for t in order if t in tiers],
+        "tiers": [{"tier": t, "customers": n, "clv": round(clv, 2), "clv_share": share(clv, all_clv),
+                   "spend": round(spend, 2), "spend_share": share(spend, all_spend)}
+                  for t in order for n, clv, spend in [tiers.get(t, (0, 0.0, 0.0))]],  # every tier
         "stages": {st: stages[st] for st in fold.STAGES if st in stages},
         "top_20_percent": {"customers": -(-buyers * 2 // 10) if buyers else 0,
                            "clv_share": share(top_clv, all_clv),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,8 @@ from services.config import Settings
 from services.infra.broker import EmbeddedBroker
 from services.infra.database import EmbeddedDatabase
 from services.infra.topics import ensure_topics
+
+log = logging.getLogger(__name__)
 
 
 class Infra:
@@ -44,14 +48,22 @@ class Infra:
             updates["signing_key"] = local_secret(Path(s.state_dir, "signing.key"))
         self.settings = s.model_copy(update=updates)
         ensure_topics(self.settings)
+        from services import archive
         from services.store import forget_positions, migrate
 
         migrate(self.settings.database_url, self.settings.projection_schema)
-        if self.broker:
-            # The embedded broker keeps nothing across a restart: its topics start again at
-            # offset 0, so positions tracked against the previous log mean nothing. Events sent
-            # again are still counted once (event_id de-duplication).
+        if archive.behind(self.settings):
+            # The log lost what the archive holds (the embedded broker keeps nothing across a
+            # restart): write it again from the archive. Positions tracked against the lost log
+            # mean nothing now; the stages read the log again from its start and skip what they
+            # already applied (event_id de-duplication).
+            started = time.monotonic()
+            n = archive.refill(self.settings)
+            log.info("refilled %s with %s archived events in %.1f s", self.settings.log_topic, n,
+                     time.monotonic() - started)
             forget_positions(self.settings.database_url)
+        elif self.broker:
+            forget_positions(self.settings.database_url)  # a new embedded log, nothing archived
         return self.settings
 
     def child_env(self) -> dict[str, str]:

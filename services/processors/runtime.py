@@ -72,8 +72,16 @@ RECORD_KAFKA_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 Item = tuple[ConsumerRecord, Any]
 
 
+class Conflict(RuntimeError):
+    """A stage met another writer's effects where it expected its own (e.g. a version taken):
+    applying the batch again, from what the database holds, succeeds."""
+
+
 def is_outage(exc: BaseException) -> bool:
-    """Whether retrying may fix ``exc``: a server down, unreachable or overloaded."""
+    """Whether retrying may fix ``exc``: a server down, unreachable or overloaded, or a
+    ``Conflict``."""
+    if isinstance(exc, Conflict):
+        return True
     if isinstance(exc, psycopg.Error):
         if exc.sqlstate is None:  # raised by the client: a lost connection, or data it refused
             return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

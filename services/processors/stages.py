@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from services.processors.archive import ArchiveStage
 from services.processors.identity import IdentityStage
 from services.processors.projector import ProjectionStage
 
-STAGES = {"identity": IdentityStage, "projections": ProjectionStage}
+STAGES = {"identity": IdentityStage, "projections": ProjectionStage, "archive": ArchiveStage}

@@ -68,27 +68,38 @@ def test_readme_quickstart_publish_then_read(tmp_path):
         platform.stop()
 
 
-def test_a_restarted_platform_processes_new_events(tmp_path):
-    """The embedded broker starts empty; positions tracked against the old log must not hide
-    the new one's events."""
+def test_a_restarted_platform_refills_its_log_and_processes_new_events(tmp_path):
+    """The embedded broker starts empty: the log of record is written again from the archive
+    (same events, once each), positions tracked against the old log do not hide the new one's
+    events, and nothing is counted twice."""
+    import asyncio
+
     import httpx
 
+    from services.kafka import topic_ends
     from tests.integration.pipeline import touchpoint
 
-    for run, kind in enumerate(("call", "email")):
+    sent: list[str] = []
+    for kind in ("call", "email", None):
         port = free_port()
         platform = Platform(Settings(state_dir=tmp_path, http_port=port)).start()
         try:
             base = f"http://127.0.0.1:{port}"
-            event = touchpoint(kind, email="restart@example.com")
-            assert httpx.post(f"{base}/v1/touchpoints", json=event).status_code == 202
-            deadline, count = time.monotonic() + 30, 0
-            while time.monotonic() < deadline and count < run + 1:
+            ends = asyncio.run(topic_ends(platform.settings, platform.settings.log_topic))
+            assert sum(e + 1 for e in ends.values()) == len(sent), "the log was not refilled"
+            if kind:
+                event = touchpoint(kind, email="restart@example.com")
+                assert httpx.post(f"{base}/v1/touchpoints", json=event).status_code == 202
+                sent.append(event["event_id"])
+            deadline, found = time.monotonic() + 30, {}
+            while time.monotonic() < deadline and found.get("events_count") != len(sent):
                 items = httpx.get(f"{base}/v1/customers",
                                   params={"email": "restart@example.com"}).json()["items"]
-                count = items[0]["events_count"] if items else 0
+                found = items[0] if items else {}
                 time.sleep(0.2)
-            assert count == run + 1
+            assert found.get("events_count") == len(sent)
+            timeline = httpx.get(f"{base}/v1/customers/{found['customer_id']}/timeline").json()
+            assert sorted(i["event_id"] for i in timeline["items"]) == sorted(sent)
         finally:
             platform.stop()
 

@@ -38,7 +38,9 @@ from services.sdk import PublishError, TouchstreamProducer
 from tests.conftest import eventually
 from tests.integration.pipeline import rows
 
-STAGES = {"identity": "raw_topic", "projections": "log_topic"}  # stage -> the topic it reads
+# stage -> the topic it reads
+TOPICS = {"identity": "raw_topic", "projections": "log_topic", "archive": "log_topic"}
+STAGES = ("identity", "projections")  # what the fault tests' workers run unless told
 END = datetime(2026, 10, 1, tzinfo=UTC)
 
 
@@ -142,8 +144,8 @@ def check_alive(workers: Sequence[Worker]) -> None:
 
 
 async def wait_assigned(settings: Settings, workers: list[Worker],
-                        timeout_s: float = 90) -> None:
-    """Until every partition of both stages is held, and each worker holds some of each."""
+                        timeout_s: float = 90, stages: Sequence[str] = STAGES) -> None:
+    """Until every partition of the stages is held, and each worker holds some of each."""
     pids = [w.pid for w in workers]
 
     async def ready() -> bool:
@@ -152,7 +154,7 @@ async def wait_assigned(settings: Settings, workers: list[Worker],
         everything = set(range(settings.partitions))
         return all(set().union(*[p for (_, s), p in held.items() if s == stage]) == everything
                    and all(held.get((pid, stage)) for pid in pids)
-                   for stage in STAGES)
+                   for stage in stages)
     await eventually(ready, timeout_s=timeout_s, interval_s=0.2)
 
 
@@ -207,11 +209,11 @@ class PacedPublisher:
 # -- the end of a stream -------------------------------------------------------------------------
 
 async def drained(settings: Settings, workers: Sequence[Worker] = (),
-                  timeout_s: float = 120) -> None:
+                  timeout_s: float = 120, stages: Sequence[str] = STAGES) -> None:
     """Wait until the identity stage has committed every record of touchpoints.raw, and then the
-    projection stage every record of touchpoints (whose end is known only after that)."""
-    for stage, topic in STAGES.items():
-        ends = await topic_ends(settings, getattr(settings, topic))
+    stages that read touchpoints every record of it (whose end is known only after that)."""
+    for stage in stages:
+        ends = await topic_ends(settings, getattr(settings, TOPICS[stage]))
 
         async def caught_up(stage: str = stage, ends: dict[int, int] = ends) -> bool:
             check_alive(workers)
@@ -253,8 +255,9 @@ class Tally:
 
     rows_per_event: Counter[str]  # contacts rows per event id
     events_count: int  # sum of profiles.events_count
-    processed: int  # ts_processed_events rows
+    processed: int  # ts_processed_events rows of the projection stage
     dead_letters: list[dict[str, Any]]
+    archived: Counter[str]  # archived events per event id (touchpoints only)
 
     @property
     def contacts(self) -> int:
@@ -284,12 +287,17 @@ async def tally(settings: Settings) -> Tally:
     per_event = await rows(settings, "SELECT event_id::text AS id, count(*)::int AS n "
                                      "FROM contacts GROUP BY event_id")
     total = await rows(settings, "SELECT coalesce(sum(events_count), 0)::int AS n FROM profiles")
-    processed = await rows(settings, "SELECT count(*)::int AS n FROM ts_processed_events")
+    processed = await rows(settings, "SELECT count(*)::int AS n FROM ts_processed_events "
+                                     "WHERE processor = 'projections'")
     letters = await rows(settings, "SELECT stage, source_topic, source_partition, source_offset, "
                                    "error, errors, kind, original FROM dead_letters "
                                    "ORDER BY stage, source_topic, source_partition, source_offset")
+    archived = await rows(settings, "SELECT e.doc -> 'event' ->> 'event_id' AS id, count(*)::int AS n "
+                                    "FROM archive_events, LATERAL (SELECT convert_from(state, 'UTF8')"
+                                    "::jsonb AS doc) e WHERE e.doc -> 'event' ->> 'type' "
+                                    "<> 'customers_linked' GROUP BY 1")
     return Tally(Counter({r["id"]: r["n"] for r in per_event}), total[0]["n"], processed[0]["n"],
-                 letters)
+                 letters, Counter({r["id"]: r["n"] for r in archived}))
 
 
 def dlq_positions(records: list) -> Counter[tuple[str, int, int]]:

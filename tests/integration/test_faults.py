@@ -215,13 +215,13 @@ async def test_worker_lost_mid_batch_its_partner_takes_over(settings, tmp_path, 
     """Killed: SIGKILL while it is inside a batch's transaction. Frozen: SIGSTOP there (a stalled
     VM, a process paused for long) and left frozen: its partner must carry the stream alone, and
     when the frozen worker wakes with its batch in hand for partitions no longer its own, nothing
-    is doubled."""
-    events = sample(10_000, customers=1_500, seed=13)
-    workers = [spawn_worker(settings, tmp_path / f"worker-{i}", batch_max_records=500)
-               for i in range(2)]
+    is doubled. Both workers run every stage, the archive too: it must hold each event once."""
+    events, stages = sample(10_000, customers=1_500, seed=13), ("identity", "projections", "archive")
+    workers = [spawn_worker(settings, tmp_path / f"worker-{i}", stages=",".join(stages),
+                            batch_max_records=500) for i in range(2)]
     victim, survivor = workers
     try:
-        await wait_assigned(settings, workers)
+        await wait_assigned(settings, workers, stages=stages)
         publisher = PacedPublisher(settings, events, per_s=1_200).start()
         await eventually(lambda: _contacts_at_least(settings, 2_000, workers), timeout_s=90,
                          interval_s=0.02)
@@ -239,13 +239,14 @@ async def test_worker_lost_mid_batch_its_partner_takes_over(settings, tmp_path, 
         async def survivor_holds_all() -> bool:
             now = await held_partitions(settings)
             return all(now.get((survivor.pid, stage)) == set(range(settings.partitions))
-                       for stage in ("identity", "projections"))
+                       for stage in stages)
         await eventually(survivor_holds_all, timeout_s=60, interval_s=0.2)
         await publisher.join()
-        await drained(settings, [survivor], timeout_s=150)  # alone, on a loaded machine (value adds work)
+        # alone, on a loaded machine (value adds work)
+        await drained(settings, [survivor], timeout_s=150, stages=stages)
         if fault == "frozen":
             victim.send_signal(signal.SIGCONT)
-            await drained(settings, workers)
+            await drained(settings, workers, stages=stages)
         found = await tally(settings)
     finally:
         for w in workers:
@@ -255,6 +256,8 @@ async def test_worker_lost_mid_batch_its_partner_takes_over(settings, tmp_path, 
     assert publisher.acked == {e["event_id"] for e in events}
     assert found.assert_exactly_once(publisher.acked) == set()
     assert found.dead_letters == []
+    assert set(found.archived) == publisher.acked, "the archive lost or invented events"
+    assert max(found.archived.values()) == 1, "an event archived twice"
 
 
 # -- 4. Poison among 10,000 good events ----------------------------------------------------------
