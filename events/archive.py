@@ -11,6 +11,7 @@ an event stored before the change.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic
 
 from events.touchpoints import TOUCHPOINT_TYPES
 
@@ -63,6 +65,23 @@ class OrjsonTranscoder(Transcoder):
 
 
 MAPPER: Mapper[UUID] = Mapper(OrjsonTranscoder())
+TOPICS: dict[str, str] = {t: get_topic(cls) for t, cls in CLASSES.items()}  # as the library names them
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def uuid_text(value: object) -> str:
+    """A UUID in its canonical text form; raises (TypeError, ValueError) for anything else."""
+    if type(value) is str and _UUID.match(value):
+        return value
+    return str(UUID(value))  # type: ignore[arg-type]
+
+
+def state(document: bytes, archived_at: bytes, topic: str, partition: int, offset: int) -> bytes:
+    """What the library's mapper stores for ``recorded(...)`` of this record, written without
+    building the event: the record's own JSON document is embedded as it is (``archived_at``: the
+    JSON of a ``datetime``, as orjson writes it). A test checks it against the mapper."""
+    return b"".join((b'{"timestamp":', archived_at, b',"event":', document, b',"topic":',
+                     orjson.dumps(topic), b',"partition":%d,"offset":%d}' % (partition, offset)))
 
 
 def recorded(doc: dict[str, Any], customer_id: UUID, version: int, archived_at: datetime,

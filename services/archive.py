@@ -24,6 +24,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from psycopg.conninfo import conninfo_to_dict
 
 from events.archive import Recorded, from_stored
+from projections.sql import UNPACK, pack
 from services.config import Settings
 from services.kafka import producer as new_producer
 from services.kafka import send_keyed, topic_ends
@@ -53,8 +54,8 @@ def setup(url: str) -> None:
         r.create_table()
 
 
-async def append(conn: psycopg.AsyncConnection, stored: Sequence[tuple[UUID, str, bytes]],
-                 last: dict[UUID, int]) -> dict[UUID, int]:
+async def append(conn: psycopg.AsyncConnection, stored: Sequence[tuple[str, str, bytes]],
+                 last: dict[str, int]) -> dict[str, int]:
     """Append (customer, class topic, state) events to their streams, in order, inside the
     caller's transaction. ``last``: the streams' last versions known to the caller (others are
     read). Returns the streams' new last versions."""
@@ -63,17 +64,20 @@ async def append(conn: psycopg.AsyncConnection, stored: Sequence[tuple[UUID, str
     versions = last
     if unknown:
         cur = await conn.execute(
-            f"SELECT originator_id, max(originator_version) FROM {TABLE} "
-            "WHERE originator_id = ANY(%s) GROUP BY 1", (unknown,))
+            f"SELECT originator_id::text, max(originator_version) FROM {TABLE} "
+            f"WHERE originator_id IN (SELECT c::uuid FROM {UNPACK} AS c) GROUP BY 1",
+            (pack(unknown),))
         versions.update({c: 0 for c in unknown})
         versions.update(dict(await cur.fetchall()))
-    after: dict[UUID, int] = {}
+    after: dict[str, int] = {}
+    lines = []
+    for customer, topic, state in stored:  # COPY text: bytea as \\x and hex
+        v = after.get(customer, versions[customer]) + 1
+        after[customer] = v
+        lines.append(f"{customer}\t{v}\t{topic}\t\\\\x{state.hex()}\n")
     async with conn.cursor().copy(
             f"COPY {TABLE} (originator_id, originator_version, topic, state) FROM STDIN") as copy:
-        for customer, topic, state in stored:
-            v = after.get(customer, versions[customer]) + 1
-            after[customer] = v
-            await copy.write_row((customer, v, topic, state))
+        await copy.write("".join(lines).encode())
     return after
 
 

@@ -1,6 +1,6 @@
 """Archive stage: touchpoints -> each record in its customer's stream of the archive, once.
 
-Records are encoded (the library's mapper) before the batch's transaction; the transaction
+Records are encoded as the library's mapper stores them before the batch's transaction; the transaction
 de-duplicates event ids (an event the log carries twice is archived once), then, last, takes
 the archive's table lock and appends, so that the lock is held only until the commit. A record
 the archive cannot read (not JSON, no event id or customer id, a type it does not know) is
@@ -13,13 +13,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from uuid import UUID
 
 import orjson
 import psycopg
 from aiokafka.structs import ConsumerRecord
 
-from events.archive import recorded, to_stored
+from events.archive import TOPICS, state, uuid_text
 from services import archive, store
 from services.config import Settings
 from services.processors.dlq import Refused
@@ -30,9 +29,9 @@ CACHE = 200_000  # streams whose last version this worker remembers
 
 class Encoded(NamedTuple):
     event_id: str
-    customer_id: UUID
+    customer_id: str  # canonical UUID text: the stream
     topic: str  # the event's class, as the library names it
-    state: bytes
+    state: bytes  # as the library's mapper would store it
 
 
 class ArchiveStage:
@@ -42,8 +41,8 @@ class ArchiveStage:
         self.settings = settings
         self.topic = settings.log_topic
         self._pending: list[Encoded] = []
-        self._last: OrderedDict[UUID, int] = OrderedDict()  # stream -> last version written
-        self._written: dict[UUID, int] = {}
+        self._last: OrderedDict[str, int] = OrderedDict()  # stream -> last version written
+        self._written: dict[str, int] = {}
 
     async def start(self, producer: Any) -> None:
         """Nothing runs beside the batches."""
@@ -55,15 +54,16 @@ class ArchiveStage:
         self._last.clear()
 
     def prepare(self, records: list[ConsumerRecord]) -> list[Encoded | Refused]:
-        now = datetime.now(UTC)
+        now = orjson.dumps(datetime.now(UTC))
         out: list[Encoded | Refused] = []
         for r in records:
             try:
                 doc = orjson.loads(r.value)
-                event_id = str(UUID(doc["event_id"]))
-                customer = UUID(doc["customer"]["customer_id"])
-                s = to_stored(recorded(doc, customer, 0, now, r.topic, r.partition, r.offset))
-                out.append(Encoded(event_id, customer, s.topic, s.state))
+                topic = TOPICS[doc["type"]]
+                event_id = uuid_text(doc["event_id"])
+                customer = uuid_text(doc["customer"]["customer_id"])
+                out.append(Encoded(event_id, customer, topic,
+                                   state(r.value, now, r.topic, r.partition, r.offset)))
             except Exception as exc:  # noqa: BLE001 - whatever reading raises refuses the record
                 out.append(Refused.because(f"cannot be archived: {exc!r}", "poison"))
         return out

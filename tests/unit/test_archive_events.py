@@ -6,15 +6,20 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from events.archive import (
     CLASSES,
+    TOPICS,
     CustomersLinkedRecorded,
     TouchpointRecorded,
     from_stored,
     recorded,
+    state,
     to_stored,
+    uuid_text,
 )
 from events.touchpoints import TOUCHPOINT_TYPES
 
@@ -57,3 +62,26 @@ def test_an_unknown_type_is_refused():
 def test_the_stored_topic_names_the_class_for_the_library():
     stored = to_stored(recorded(_doc("call"), uuid.uuid4(), 1, AT, "touchpoints", 0, 0))
     assert stored.topic == "events.archive:TouchpointRecorded"
+
+
+@pytest.mark.parametrize("kind", [*TOUCHPOINT_TYPES, "customers_linked"])
+def test_the_stage_stores_what_the_mapper_would(kind):
+    """The archive stage writes the state without building events: the library reads it as the
+    event the mapper would have stored (the document embedded as the log had it)."""
+    doc = _doc(kind)
+    raw = orjson.dumps(doc, option=orjson.OPT_INDENT_2)  # any JSON the log may hold
+    customer = uuid.UUID(doc["customer"]["customer_id"])
+    written = state(raw, orjson.dumps(AT), "t.touchpoints", 5, 99)
+    mapped = to_stored(recorded(doc, customer, 3, AT, "t.touchpoints", 5, 99))
+    assert orjson.loads(written) == orjson.loads(mapped.state)
+    back = from_stored(StoredEvent(customer, 3, TOPICS[kind], written))
+    assert vars(back) == vars(from_stored(mapped))
+
+
+def test_uuid_text_is_canonical_or_refused():
+    u = uuid.uuid4()
+    assert uuid_text(str(u)) == str(u)
+    assert uuid_text(str(u).upper()) == str(u)
+    for bad in (None, 5, "A\x1fB", "", str(u) + "\n"):
+        with pytest.raises((TypeError, ValueError, AttributeError)):
+            uuid_text(bad)
