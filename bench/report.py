@@ -126,8 +126,12 @@ def _cpu_row(p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if not by:
         return []
     total = p.get("cpu_us_per_event_total", sum(by.values()))
-    return [("pipeline CPU per event (µs), all processes", _fmt(float(total)), "",
+    rows = [("pipeline CPU per event (µs), all processes", _fmt(float(total)), "",
              ", ".join(f"{k} {_fmt(float(v))}" for k, v in sorted(by.items())))]
+    if "worker_archive" in by:
+        rows.append(("archive stage CPU per event (µs), its worker", _fmt(float(by["worker_archive"])),
+                     "", "its PostgreSQL share is in the database's figure above"))
+    return rows
 
 
 def _models_row(m: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
