@@ -115,9 +115,12 @@ class Platform:
             from services import archive
 
             try:
-                if not archive.drain(self.settings, drain_s):
-                    print(f"stopping with records not yet archived after {drain_s:.0f} s",
-                          file=sys.stderr, flush=True)
+                if not archive.drain(self.settings, 1.0):
+                    print(f"archiving what the broker holds before it stops (up to {drain_s:.0f} s) ...",
+                          flush=True)
+                    if not archive.drain(self.settings, drain_s):
+                        print(f"stopping with records not yet archived after {drain_s:.0f} s",
+                              file=sys.stderr, flush=True)
             except Exception as exc:  # noqa: BLE001 - stopping goes on whatever happens here
                 print(f"could not wait for the archive: {exc!r}", file=sys.stderr, flush=True)
         self._terminate(workers)
