@@ -193,7 +193,8 @@ class BatchProcessor(Service):
     async def _end_stuck_sessions(self) -> None:
         """A session whose client stopped reading in the middle of a result (a worker frozen
         there) waits in its write and ignores the transaction timeout: PostgreSQL acts on a
-        cancel only between messages. Past that timeout such a transaction can only be a lost
+        cancel only between messages. So does one whose client stopped in the middle of sending
+        a statement's data (a worker frozen inside a COPY: the session is active, reading). Past that timeout such a transaction can only be a lost
         worker's: end the session (a terminate is acted on in the write), so that its locks go."""
         try:
             conn = await self.connection()
@@ -201,7 +202,8 @@ class BatchProcessor(Service):
             # pg_terminate_backend before the other conditions have ruled a session out
             cur = await conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND wait_event = 'ClientWrite' "
+                "AND pid <> pg_backend_pid() AND (wait_event = 'ClientWrite' OR "
+                "(wait_event = 'ClientRead' AND state <> 'idle')) "
                 "AND xact_start < now() - make_interval(secs => %s)",
                 (self.settings.transaction_timeout_s,))
             stuck = [pid for (pid,) in await cur.fetchall()]
