@@ -194,8 +194,9 @@ class BatchProcessor(Service):
         """A session whose client stopped reading in the middle of a result (a worker frozen
         there) waits in its write and ignores the transaction timeout: PostgreSQL acts on a
         cancel only between messages. So does one whose client stopped in the middle of sending
-        a statement's data (a worker frozen inside a COPY: the session is active, reading). Past that timeout such a transaction can only be a lost
-        worker's: end the session (a terminate is acted on in the write), so that its locks go."""
+        a statement's data (a worker frozen inside a COPY: the session is active, reading).
+        Past that timeout such a transaction can only be a lost worker's: end the session (a
+        terminate is acted on in the wait), so that its locks go."""
         try:
             conn = await self.connection()
             # first the sessions, then the terminations: in one WHERE, PostgreSQL may call
