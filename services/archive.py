@@ -113,18 +113,18 @@ def drain(settings: Settings, timeout_s: float) -> bool:
     committed the ends of ``touchpoints.raw`` and the archive stage the ends of ``touchpoints``
     (read after the former). Whether it did within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    for stage, topic in (("identity", settings.raw_topic), (STAGE, settings.log_topic)):
-        ends = asyncio.run(topic_ends(settings, topic))
-        while True:
-            with psycopg.connect(settings.database_url) as conn:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for stage, topic in (("identity", settings.raw_topic), (STAGE, settings.log_topic)):
+            ends = asyncio.run(topic_ends(settings, topic))
+            while True:
                 done = dict(conn.execute(
                     'SELECT partition, "offset" FROM ts_tracking WHERE processor = %s '
                     "AND topic = %s", (stage, topic)).fetchall())
-            if all(done.get(p, -1) >= e for p, e in ends.items()):
-                break
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
+                if all(done.get(p, -1) >= e for p, e in ends.items()):
+                    break
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
     return True
 
 

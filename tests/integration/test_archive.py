@@ -16,11 +16,13 @@ from services.processors.archive import ArchiveStage
 from services.processors.identity import IdentityStage
 from services.processors.projector import ProjectionStage
 from tests.conftest import eventually
+from tests.integration.faults import drained
 from tests.integration.pipeline import api_client, count, rows, running_stages, touchpoint
 
 pytestmark = pytest.mark.integration
 
 ALL = (IdentityStage, ProjectionStage, ArchiveStage)
+STAGES = ("identity", "projections", "archive")
 
 
 async def _archived(settings) -> int:
@@ -35,13 +37,13 @@ async def test_each_record_lands_once_in_its_customers_stream_in_log_order(setti
     async with running_stages(settings, ALL), api_client(settings) as client:
         r = await client.post("/v1/touchpoints/batch", json={"events": first + second + [again]})
         assert r.status_code == 202, r.text
-        await eventually(lambda: _positions_at_end(settings, 1))
+        await drained(settings, stages=STAGES)
         # the two customers become one: the link is archived in the survivor's stream
         link = touchpoint("call", email=a, phone="+442079460958")
         both = touchpoint("call", email=b, phone="+442079460958")
         r = await client.post("/v1/touchpoints/batch", json={"events": [link, both]})
         assert r.status_code == 202, r.text
-        await eventually(lambda: _positions_at_end(settings, 1))
+        await drained(settings, stages=STAGES)
 
     found = await rows(settings, "SELECT originator_id::text AS c, originator_version AS v, topic, "
                                  "state, notification_id AS n FROM archive_events ORDER BY n")
@@ -102,17 +104,3 @@ def _stored(r: dict):
 
     return StoredEvent(originator_id=uuid.UUID(r["c"]), originator_version=r["v"],
                        topic=r["topic"], state=bytes(r["state"]))
-
-
-async def _positions_at_end(settings, _: int) -> bool:
-    """Every stage has committed up to the ends of its topic."""
-    from services.kafka import topic_ends
-
-    for stage, topic in (("identity", settings.raw_topic), ("projections", settings.log_topic),
-                         ("archive", settings.log_topic)):
-        ends = await topic_ends(settings, topic)
-        done = {r["partition"]: r["offset"] for r in await rows(
-            settings, 'SELECT partition, "offset" FROM ts_tracking WHERE processor = %s', stage)}
-        if not all(done.get(p, -1) >= e for p, e in ends.items()):
-            return False
-    return True
