@@ -17,14 +17,15 @@ from services.processors.projector import ProjectionStage
 from services.processors.runtime import BatchProcessor
 from tests.conftest import eventually
 
-# a client that locks a row, asks for a result far larger than a socket's buffers, and is
-# frozen (SIGSTOP) as soon as it has sent the query
+# a client that locks a row, sends a query whose result is far larger than a socket's buffers,
+# and freezes itself (SIGSTOP) before it reads any of it
 CLIENT = textwrap.dedent("""
-    import sys, psycopg
+    import os, signal, sys, psycopg
     with psycopg.connect(sys.argv[1], options="-c transaction_timeout=1000") as conn:
         conn.execute("SELECT * FROM stuck_lock WHERE id = 1 FOR UPDATE")
+        conn.pgconn.send_query(b"SELECT repeat('x', 1000) FROM generate_series(1, 100000)")
         print("locked", conn.info.backend_pid, flush=True)
-        conn.execute("SELECT repeat('x', 1000) FROM generate_series(1, 100000)")
+        os.kill(os.getpid(), signal.SIGSTOP)
 """)
 
 
@@ -44,8 +45,7 @@ async def test_a_session_stuck_writing_to_a_frozen_client_is_ended_and_its_lock_
     try:
         line = await asyncio.to_thread(client.stdout.readline)
         assert line.startswith("locked"), line
-        pid = int(line.split()[1])
-        client.send_signal(signal.SIGSTOP)  # it stops reading the result
+        pid = int(line.split()[1])  # the client has stopped itself: it reads no result
 
         async def writing() -> bool:
             s = await _session(settings, pid)
