@@ -20,6 +20,11 @@ class Projection:
     name: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
     ddl: ClassVar[str]
+    # projections whose tables this one reads (a replay rebuilds and swaps them together)
+    needs: ClassVar[tuple[str, ...]] = ()
+    # per table, columns a replay does not compare: bookkeeping, or figures as of the row's last
+    # decision; "*": a history, reported by its row count only
+    unstable: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @classmethod
     def build(cls, settings: Any) -> Projection:

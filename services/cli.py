@@ -45,6 +45,13 @@ def _schemas(args: argparse.Namespace) -> None:
     sys.exit(schemas.main(["--check"] if args.check else []))
 
 
+def _replay(args: argparse.Namespace) -> None:
+    from services import replay
+
+    sys.exit(replay.main(get_settings(), args.projection, args.source, args.until, args.verify,
+                         args.rollback, args.quiet))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="touchstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +73,20 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("schemas", help="write schemas/ from the event models (--check: compare)")
     p.add_argument("--check", action="store_true")
     p.set_defaults(func=_schemas)
+    p = sub.add_parser("replay", help="rebuild projections from the log while the live ones serve")
+    p.add_argument("projection", nargs="?", default="all",
+                   help="contacts, orders, profile, value or all (default); with those it reads")
+    p.add_argument("--source", choices=("archive", "kafka"), default="archive",
+                   help="the archive, then the topic from where it stops (default); or the topic")
+    p.add_argument("--until", help="only events that occurred up to this ISO 8601 time: built into "
+                                   "schema ts_replay to look at, not swapped")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--verify", action="store_true",
+                      help="rebuild and compare with the live tables, no swap (exit 1 on drift)")
+    mode.add_argument("--rollback", action="store_true",
+                      help="put back the tables the last swap replaced")
+    p.add_argument("--quiet", action="store_true", help="no progress")
+    p.set_defaults(func=_replay)
     models_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"),

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS ts_tracking (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (processor, topic, partition)
 );
+-- raised when the processor's tables were replaced (a replay's swap): workers drop their caches
+ALTER TABLE ts_tracking ADD COLUMN IF NOT EXISTS epoch int NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS ts_workers (
     processor    text NOT NULL,
     worker_id    text NOT NULL,
@@ -61,11 +63,12 @@ def migrate(url: str, schema: str = "public") -> None:
     from services import archive
     from services.changes import DDL as CHANGES
     from services.processors.dlq import DDL as DEAD_LETTERS
+    from services.replay import DDL as REPLAYS
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
-            for ddl in (RUNTIME_DDL, IDENTITY, DEAD_LETTERS, CHANGES, VALUE_MODELS):
+            for ddl in (RUNTIME_DDL, IDENTITY, DEAD_LETTERS, CHANGES, VALUE_MODELS, REPLAYS):
                 conn.execute(ddl)
             create_tables(conn, schema)
             archive.setup(url)  # the library's tables, made by the library
@@ -81,8 +84,9 @@ def forget_positions(url: str) -> None:
 
 
 async def lock_positions(conn: psycopg.AsyncConnection, processor: str, topic: str,
-                         partitions: list[int]) -> dict[int, int]:
-    """Lock the tracking rows of a batch's partitions and return their committed offsets.
+                         partitions: list[int]) -> tuple[dict[int, int], int]:
+    """Lock the tracking rows of a batch's partitions; return their committed offsets and their
+    epoch (raised when a replay replaced the processor's tables).
 
     The lock serialises two workers that briefly own the same partition during a rebalance;
     the offsets let the caller skip records whose effects are already committed.
@@ -92,9 +96,10 @@ async def lock_positions(conn: psycopg.AsyncConnection, processor: str, topic: s
         "SELECT %s, %s, p, -1 FROM unnest(%s::int[]) AS p ON CONFLICT DO NOTHING",
         (processor, topic, partitions))
     cur = await conn.execute(
-        'SELECT partition, "offset" FROM ts_tracking WHERE processor = %s AND topic = %s '
+        'SELECT partition, "offset", epoch FROM ts_tracking WHERE processor = %s AND topic = %s '
         "AND partition = ANY(%s) ORDER BY partition FOR UPDATE", (processor, topic, partitions))
-    return dict(await cur.fetchall())
+    found = await cur.fetchall()
+    return {p: o for p, o, _ in found}, max((e for _, _, e in found), default=0)
 
 
 class PositionConflict(RuntimeError):

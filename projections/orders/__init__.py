@@ -14,6 +14,7 @@ from projections.orders import fold, store
 class Orders(Projection):
     name = "orders"
     tables = ("orders",)
+    unstable = {"orders": ("updated_at",)}
     ddl = store.DDL
 
     def read(self, event: dict[str, Any], partition: int, offset: int) -> fold.OrderState | None:

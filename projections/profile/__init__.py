@@ -22,6 +22,8 @@ class Profiles(Projection):
 
     name = "profile"
     tables = ("profiles",)
+    needs = ("orders",)  # the view customer_profiles reads the ledger
+    unstable = {"profiles": ("updated_at",)}
     ddl = store.DDL
 
     def __init__(self, cache_size: int = 100_000):

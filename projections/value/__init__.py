@@ -32,6 +32,13 @@ JOBS_STOP_S = 10.0  # for the jobs process to finish what it does, then it is ki
 class Value(Projection):
     name = "value"
     tables = ("customer_value", "customer_changes")
+    needs = ("orders",)
+    # the figures are as of each row's last decision (reads re-age them); when a tier was taken
+    # and how many changes led there depend on when the thresholds were recomputed
+    unstable = {"customer_value": ("as_of", "t_cal", "trailing_12m", "p_alive",
+                                   "expected_purchases_90d", "expected_order_value", "clv",
+                                   "tier_since", "thresholds_version", "changes", "updated_at"),
+                "customer_changes": ("*",)}
     ddl = rows.DDL
 
     def __init__(self, settings: Any = None):

@@ -158,6 +158,7 @@ class BatchProcessor(Service):
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._next: dict[int, int] = {}
         self._written: dict[int, int] = {}  # per partition, the offset this worker last committed
+        self._epoch = 0  # of the tracked positions, as this worker last saw them
         # Per partition: the offset of a seek whose first record has not been taken yet, and
         # (offset sought, first offset taken after it): what the log holds at that offset.
         self._sought: dict[int, int] = {}
@@ -463,8 +464,10 @@ class BatchProcessor(Service):
         async with self._db:
             conn = await self.connection()
             async with conn.transaction():
-                committed = await store.lock_positions(conn, name, topic, sorted(last))
-                if any(committed.get(p, -1) != self._written.get(p) for p in last):
+                committed, epoch = await store.lock_positions(conn, name, topic, sorted(last))
+                if epoch != self._epoch or any(committed.get(p, -1) != self._written.get(p)
+                                               for p in last):
+                    self._epoch = epoch
                     self.handler.forget()
                     self._written.clear()
                 fresh = [(r, item) for r, item in items if r.offset > committed.get(r.partition, -1)]

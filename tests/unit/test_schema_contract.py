@@ -32,7 +32,7 @@ from events.schemas import SCHEMA_DIR
 INSTANT = TypeAdapter(datetime)
 TOUCHPOINT_FILES = sorted(p.name for p in SCHEMA_DIR.glob("touchpoint.*.json"))
 GENERATED = settings(
-    max_examples=int(os.environ.get("SCHEMA_EXAMPLES", "200")),
+    max_examples=int(os.environ.get("SCHEMA_EXAMPLES", "100")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
