@@ -186,11 +186,15 @@ def rss_mb(pid: int, children: bool = False) -> float:
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
-    """User + system CPU time of a process (and, for PostgreSQL, its backends)."""
+    """User + system CPU time of a process (and, for PostgreSQL, its backends: those running and
+    those that have ended, whose time the server process took over when it reaped them)."""
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)] if children else [proc]
         total = 0.0
+        if children:
+            t = proc.cpu_times()
+            total += t.children_user + t.children_system
         for p in procs:
             with contextlib.suppress(psutil.NoSuchProcess):
                 t = p.cpu_times()

@@ -101,6 +101,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("timeline lookup p99 under load (ms)", _fmt(timeline.get("load_p99_ms")), "", ""),
     ]
     out += _models_row(r.get("models"))
+    out += _replay_rows(r.get("replay"))
     iso = r.get("isolation") or {}
     out.append((f"isolation: one poison record in a batch of {iso.get('batch', 5000):,}, "
                 "extra µs per record", _fmt(iso.get("us_per_record")), "",
@@ -152,6 +153,30 @@ def _models_row(m: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
     limit = m.get("limit_s", 60)
     return [(label, "; ".join(failed) if failed else times, f"total < {limit:g}",
              f"FitError (times {times})" if failed else _verdict(m["total_s"], limit, lower=True))]
+
+
+def _replay_rows(r: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """Every projection rebuilt from the archive and from the log, and the refill of an empty
+    topic: rates over the run's events, with the CPU per event that limits them."""
+    if not r:
+        return []
+    out = []
+    for source in ("archive", "kafka"):
+        x = r.get(source) or {}
+        if x.get("error"):
+            out.append((f"rebuild of every projection from the {source}, events/s", _cell(x["error"]),
+                        ">= 50,000", ""))
+            continue
+        cpu = ", ".join(f"{k} {_fmt(float(v))}" for k, v in sorted((x.get("cpu_us_per_event") or {}).items()))
+        out.append((f"rebuild of every projection from the {source} ({_fmt(x.get('events'))} events), "
+                    "events/s", _fmt(x.get("events_per_s")), ">= 50,000",
+                    f"{_verdict(x.get('events_per_s'), 50_000)}; {x.get('status')}; "
+                    f"CPU µs per event: {cpu}"))
+    f = r.get("refill") or {}
+    out.append((f"refill of an empty topic from the archive ({_fmt(f.get('events'))} events), s",
+                _fmt(f.get("seconds")), "", f.get("error") and _cell(f["error"])
+                or f"{_fmt(f.get('events_per_s'))} events/s"))
+    return out
 
 
 def _value_freshness_row(v: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from bench import freshness, ingest, isolation, limits, peers, pipeline, queries, report, value
+from bench import freshness, ingest, isolation, limits, peers, pipeline, queries, replay, report, value
 from bench.baseline import BASELINE_TYPES, DEFAULT_REF, Baseline
 from bench.env import BenchEnv, raw_records
 from projections import REGISTRY
@@ -161,6 +161,8 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path,
         result.update(figures)
         del records
         result["models"] = models_figures(pipeline_settings)
+        log("replay: every projection rebuilt from the archive and from the log; a refill")
+        result["replay"] = replay.run(env, pipeline_settings, log)
         env.discard()
         log("ingest: HTTP single and batch, SDK")
         result["ingest"] = ingest.run(env, quick)
