@@ -95,6 +95,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"{_fmt(fresh.get('p50_ms'))} / {_fmt(fresh.get('p99_ms'))} / {_fmt(fresh.get('max_ms'))}",
          "p99 < 500", _verdict(fresh.get("p99_ms"), 500, lower=True)),
         *_value_freshness_row((r.get("freshness") or {}).get("value")),
+        *_archive_window_row(fresh.get("archive_window")),
         ("profile lookup p99 idle / under load (ms)",
          f"{_fmt(prof.get('idle_p99_ms'))} / {_fmt(prof.get('load_p99_ms'))}", "load p99 < 10",
          _verdict(prof.get("load_p99_ms"), 10, lower=True)),
@@ -153,6 +154,16 @@ def _models_row(m: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
     limit = m.get("limit_s", 60)
     return [(label, "; ".join(failed) if failed else times, f"total < {limit:g}",
              f"FitError (times {times})" if failed else _verdict(m["total_s"], limit, lower=True))]
+
+
+def _archive_window_row(w: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """How long an acknowledged event waits to be archived at the freshness run's rate: what an
+    embedded broker that dies takes with it."""
+    if not w:
+        return []
+    return [(f"accepted -> archived window p50 / p99 / max (ms), {_fmt(w.get('events'))} events at "
+             "2,000/s", f"{_fmt(w.get('p50_ms'))} / {_fmt(w.get('p99_ms'))} / {_fmt(w.get('max_ms'))}",
+             "", "events acknowledged and not yet archived when an embedded broker dies are lost")]
 
 
 def _replay_rows(r: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
