@@ -222,8 +222,9 @@ class Replay:
             if same:
                 self.processor, self.outcome.id = row["processor"], row["id"]
                 self.outcome.events = row["events"]
-                print(f"replay {row['id']}: resuming ({row['events']:,} events folded before)",
-                      file=sys.stderr)
+                if row["events"]:
+                    print(f"replay {row['id']}: resuming ({row['events']:,} events folded before)",
+                          file=sys.stderr)
                 return
             if row["mode"] == "rollback":
                 raise ReplayError("a rollback is in progress: run `touchstream replay --rollback` "
@@ -616,6 +617,12 @@ def main(settings: Settings, projection: str, source: str, until: str | None, ve
     """``touchstream replay``; the exit status (1: a verification found drift)."""
     progress = Progress(enabled=not quiet)
     try:
+        from services.infra import attach  # noqa: PLC0415 - the command's, not the module's
+
+        try:
+            settings = attach(settings)
+        except LookupError as exc:
+            raise ReplayError(str(exc)) from None
         if rollback_:
             outcome = asyncio.run(rollback(settings, projection, progress))
         else:

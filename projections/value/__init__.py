@@ -33,11 +33,15 @@ class Value(Projection):
     name = "value"
     tables = ("customer_value", "customer_changes")
     needs = ("orders",)
-    # the figures are as of each row's last decision (reads re-age them); when a tier was taken
-    # and how many changes led there depend on when the thresholds were recomputed
+    # The figures are as of each row's last decision (reads re-age them). The tier, when a tier
+    # or stage was taken, when the stage is next reviewed and the count of changes depend on when
+    # the jobs recomputed the thresholds and fitted the models relative to each customer's
+    # decisions: a rebuild decides them with today's, and the next recomputation re-tiers
+    # whoever it moves. Compared: the ledger's facts and the stage with its reason.
     unstable = {"customer_value": ("as_of", "t_cal", "trailing_12m", "p_alive",
                                    "expected_purchases_90d", "expected_order_value", "clv",
-                                   "tier_since", "thresholds_version", "changes", "updated_at"),
+                                   "model_version", "tier", "tier_since", "thresholds_version",
+                                   "stage_since", "review_at", "changes", "updated_at"),
                 "customer_changes": ("*",)}
     ddl = rows.DDL
 

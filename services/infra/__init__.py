@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -16,6 +17,7 @@ from services.infra.database import EmbeddedDatabase
 from services.infra.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+SERVERS = "servers.json"  # under STATE_DIR while embedded servers run: where they listen
 
 
 class Infra:
@@ -47,6 +49,8 @@ class Infra:
         if not s.signing_key:
             updates["signing_key"] = local_secret(Path(s.state_dir, "signing.key"))
         self.settings = s.model_copy(update=updates)
+        if self.broker or self.database:
+            self._announce()
         ensure_topics(self.settings)
         from services import archive
         from services.store import forget_positions, migrate
@@ -73,13 +77,39 @@ class Infra:
                 "DATABASE_URL": self.settings.database_url,
                 "SIGNING_KEY": self.settings.signing_key}
 
+    def _announce(self) -> None:
+        """Say where the embedded servers listen, for commands run beside (``attach``)."""
+        path = Path(self.settings.state_dir, SERVERS)
+        path.write_text(json.dumps({"pid": os.getpid(),
+                                    "kafka_bootstrap_servers": self.settings.kafka_bootstrap_servers,
+                                    "database_url": self.settings.database_url}))
+
     def stop(self) -> None:
+        if self.broker or self.database:
+            Path(self.settings.state_dir, SERVERS).unlink(missing_ok=True)
         if self.broker:
             self.broker.stop()
             self.broker = None
         if self.database:
             self.database.stop()
             self.database = None
+
+
+def attach(settings: Settings) -> Settings:
+    """``settings`` with the broker and database of the platform ``make run`` runs under
+    STATE_DIR where they are not configured; raises ``LookupError`` when none runs."""
+    if settings.kafka_bootstrap_servers and settings.database_url:
+        return settings
+    path = Path(settings.state_dir, SERVERS)
+    try:
+        found = json.loads(path.read_text())
+        os.kill(found["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        raise LookupError(f"no running platform under {Path(settings.state_dir).resolve()}: start "
+                          "`make run`, or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL") from None
+    return settings.model_copy(update={
+        "kafka_bootstrap_servers": settings.kafka_bootstrap_servers or found["kafka_bootstrap_servers"],
+        "database_url": settings.database_url or found["database_url"]})
 
 
 def local_secret(path: Path) -> str:

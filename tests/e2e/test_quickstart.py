@@ -100,6 +100,13 @@ def test_a_restarted_platform_refills_its_log_and_processes_new_events(tmp_path)
             assert found.get("events_count") == len(sent)
             timeline = httpx.get(f"{base}/v1/customers/{found['customer_id']}/timeline").json()
             assert sorted(i["event_id"] for i in timeline["items"]) == sorted(sent)
+            if kind is None:  # what the refilled platform serves equals a rebuild from its archive
+                verify = subprocess.run(
+                    [str(Path(sys.executable).with_name("touchstream")), "replay", "all", "--verify",
+                     "--quiet"], env={**os.environ, "STATE_DIR": str(tmp_path)},
+                    capture_output=True, text=True, timeout=120)
+                assert verify.returncode == 0, verify.stdout + verify.stderr
+                assert ": equal;" in verify.stdout, verify.stdout
         finally:
             platform.stop()
 
