@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from services import models_cli
+from services import dlq_cli, models_cli
 from services.config import get_settings
 
 
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=_replay)
     models_cli.add_parser(sub)
+    dlq_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

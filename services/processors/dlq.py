@@ -6,6 +6,10 @@ re-published; the reason and the source position in headers, as Kafka Connect do
 ``dead_letters`` table, one row per stage and source position. The topic is written and
 acknowledged before the transaction commits, so a crash in between can only repeat a DLQ
 record (readers de-duplicate by the source position); the table row is written exactly once.
+
+An operator repairs a dead letter from the table (``touchstream dlq``, services/dlq_cli.py): each
+row has a short ``id``, a ``status`` and, in ``dead_letter_history``, what was done with it, by
+whom and when.
 """
 
 from __future__ import annotations
@@ -51,6 +55,21 @@ DO $$ BEGIN  -- rows were keyed by their DLQ position: one source record could a
             ADD PRIMARY KEY (stage, source_topic, source_partition, source_offset);
     END IF;
 END $$;
+-- Repair (touchstream dlq): a short id to type, and where a replay of the record stands.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS id bigint GENERATED ALWAYS AS IDENTITY;
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_id ON dead_letters (id);
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'open';
+    -- open | replaying: its event is kept and being published | replayed: the broker has it
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS replay_event bytea;
+    -- the event a replay publishes, kept before it is sent: an interrupted replay sends it again
+CREATE TABLE IF NOT EXISTS dead_letter_history (
+    dead_letter_id bigint      NOT NULL,   -- dead_letters.id
+    done_at        timestamptz NOT NULL DEFAULT now(),
+    action         text        NOT NULL,   -- replaying | replayed
+    done_by        text        NOT NULL,
+    detail         jsonb       NOT NULL    -- event id, where it came from, where it was published
+);
+CREATE INDEX IF NOT EXISTS dead_letter_history_letter ON dead_letter_history (dead_letter_id, done_at);
 """
 
 @dataclass(frozen=True)
