@@ -58,7 +58,7 @@ def _position(topic: str, partition: int, offset: int) -> str:
 
 # -- list and show ---------------------------------------------------------------------------------
 
-async def _list(conn: Any, args: argparse.Namespace) -> int:
+async def _list(conn: Any, args: argparse.Namespace, _settings: Any) -> int:
     cur = await conn.execute(
         "SELECT id, stage, failed_at, kind, source_topic, source_partition, source_offset, status, "
         "error FROM dead_letters WHERE (%(stage)s::text IS NULL OR stage = %(stage)s) "
@@ -79,7 +79,7 @@ async def _list(conn: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _show(conn: Any, args: argparse.Namespace) -> int:
+async def _show(conn: Any, args: argparse.Namespace, _settings: Any) -> int:
     d = await _letter(conn, args.id)
     cur = await conn.execute("SELECT done_at, action, done_by, detail FROM dead_letter_history "
                              "WHERE dead_letter_id = %s ORDER BY done_at, action", (args.id,))
@@ -157,9 +157,6 @@ class Publisher:
 
         if self._producer is not None:
             return
-        if not self.settings.kafka_bootstrap_servers:
-            raise Refusal("no broker: set KAFKA_BOOTSTRAP_SERVERS (`touchstream run` prints its "
-                          "broker's address when it is ready)")
         self._producer = producer(self.settings, "touchstream-dlq")
         try:
             await self._producer.start()
@@ -279,10 +276,8 @@ def _replay_request(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(ids=args.ids, fix=(args.fix, _read(args.fix)) if args.fix else None, by=by)
 
 
-async def _replay(conn: Any, request: argparse.Namespace) -> int:
-    from services.config import get_settings
-
-    publisher, status = Publisher(get_settings()), 0
+async def _replay(conn: Any, request: argparse.Namespace, settings: Any) -> int:
+    publisher, status = Publisher(settings), 0
     try:
         for letter_id in request.ids:
             try:
@@ -313,29 +308,31 @@ def _read(path: str) -> bytes:
 # -- the command -----------------------------------------------------------------------------------
 
 def _run(command: Any, checked: Any = lambda args: args) -> Any:
-    """The command, on its ``checked`` arguments and a connection to the database (made ready by
-    the schema migration); its refusals on stderr; its exit status."""
+    """The command, on its ``checked`` arguments, the configured servers (or those of the
+    platform ``make run`` runs) and a connection to the database, made ready by the schema
+    migration; its refusals on stderr; its exit status."""
     def run(args: argparse.Namespace) -> None:
         import psycopg
         from psycopg.rows import dict_row
 
         from services import store
-        from services.models_cli import TransactionsError, database_url
+        from services.config import get_settings
+        from services.infra import attach
 
-        async def go(url: str) -> int:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True,
+        async def go(settings: Any) -> int:
+            async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True,
                                                              row_factory=dict_row) as conn:
-                return await command(conn, request)
+                return await command(conn, request, settings)
 
         try:
             request = checked(args)
-            url = database_url()
-            store.migrate(url)
-            status = asyncio.run(go(url))
+            settings = attach(get_settings())
+            store.migrate(settings.database_url)
+            status = asyncio.run(go(settings))
         except Refusal as exc:
             print(f"touchstream dlq {args.dlq_command}: {exc}", file=sys.stderr)
             status = exc.status
-        except (TransactionsError, psycopg.Error) as exc:
+        except (LookupError, psycopg.Error) as exc:
             print(f"touchstream dlq {args.dlq_command}: {exc}", file=sys.stderr)
             status = 1
         sys.exit(status)
