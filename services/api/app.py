@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
+from services import archive
 from services.api import customers, ops, value
 from services.api.openapi import with_components
 from services.config import Settings, get_settings
@@ -35,7 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         try:
-            yield
+            # the archive's reader, for reads as of a time: one connection, opened at the first
+            with archive.recorder(settings.database_url) as app.state.archive:
+                yield
         finally:
             await app.state.pool.close()
             await app.state.producer.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -17,6 +18,8 @@ from projections.identity import store as identity
 from projections.orders import fold as ledger
 from projections.profile import fold
 from projections.profile import store as profiles
+from services.api.as_of import Archive, AsOf, Known, KnownAt, Reading, known_at, profile_state
+from services.api.as_of import timeline as timeline_as_of
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -111,8 +114,35 @@ async def profile_of(conn: AsyncConnection, customer_id: str) -> dict[str, Any] 
     return out
 
 
+async def _known(recorder: Archive, customer_id: str, members: list[str], at: datetime,
+                 known: Known) -> dict[str, list[Reading]]:
+    """The cluster members' archived touchpoints known at ``at``; 404 when there were none."""
+    found = await asyncio.to_thread(known_at, recorder, members, at, known)
+    if not found:
+        raise HTTPException(404, {"error": "no such customer", "customer_id": customer_id,
+                                  "as_of": at.isoformat()})
+    return found
+
+
 @router.get("/{customer_id}")
-async def read_customer(customer_id: str, conn: Conn) -> dict[str, Any]:
+async def read_customer(customer_id: str, conn: Conn, recorder: Archive, as_of: AsOf = None,
+                        known: KnownAt = "event_time") -> dict[str, Any]:
+    """The unified profile of a customer's identity cluster: the profiles of the linked customers
+    merged, with the order ledger's counts and spend.
+
+    With `as_of`: the profile as it was then, folded from the cluster's archived events by the
+    profile's and the ledger's own folds; 404 when none was known then. By default
+    (`known=event_time`) the events that occurred by then count, late arrivals included: a late
+    event belongs to the time it happened, as in the live profile, whose fold does not depend on
+    arrival order. `known=archived` counts the events the archive held then instead: what the
+    platform knew at that time. `value` is null: the tier and stage are no fold of the customer's
+    own events (they depend on thresholds over every customer, the fitted purchase models and the
+    passing of time)."""
+    if as_of is not None:
+        root, members = await _cluster(conn, customer_id)
+        found = await _known(recorder, customer_id, members, as_of, known)
+        state, orders = profile_state(found)
+        return present(state, root, sorted(found), orders) | {"value": None}
     profile = await profile_of(conn, customer_id)
     if profile is None:
         raise HTTPException(404, {"error": "no profile yet for this customer", "customer_id": customer_id})
@@ -148,23 +178,38 @@ async def find_customers(conn: Conn, email: str | None = None, phone: str | None
 
 @router.get("/{customer_id}/timeline")
 async def list_timeline(
-    customer_id: str, conn: Conn,
+    customer_id: str, conn: Conn, recorder: Archive,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
     type: Annotated[list[str] | None, Query()] = None,  # noqa: A002 - the public parameter name
     channel: Annotated[list[str] | None, Query()] = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    as_of: AsOf = None,
+    known: KnownAt = "event_time",
 ) -> dict[str, Any]:
+    """The contact history of a customer's identity cluster, newest first, a page at a time.
+
+    With `as_of`: the history as it was then, rows made by the contact history's own fold from the
+    cluster's archived events, with the same filters and cursors (give the same `as_of` for every
+    page); 404 when no event was known then. By default (`known=event_time`) the events that
+    occurred by then count, late arrivals included, as `since` and `until` count time;
+    `known=archived` counts the events the archive held then: what the platform knew at that time."""
     root, members = await _cluster(conn, customer_id)
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.utcoffset() is None:
             raise HTTPException(400, {"error": f"{name} must include a timezone offset", "field": name})
     split = lambda vs: [v for s in vs for v in s.split(",") if v] if vs else None  # noqa: E731
+    types, channels = split(type), split(channel)
     try:
-        rows, next_cursor = await contacts.timeline(
-            conn, members, limit=limit, cursor=cursor, types=split(type), channels=split(channel),
-            since=since, until=until)
+        if as_of is None:
+            rows, next_cursor = await contacts.timeline(
+                conn, members, limit=limit, cursor=cursor, types=types, channels=channels,
+                since=since, until=until)
+        else:
+            found = await _known(recorder, customer_id, members, as_of, known)
+            rows, next_cursor = timeline_as_of(found, limit=limit, cursor=cursor, types=types,
+                                               channels=channels, since=since, until=until)
     except ValueError as exc:
         raise HTTPException(400, {"error": str(exc), "field": "cursor"}) from None
     items = [{**r, "event_id": str(r["event_id"]), "customer_id": str(r["customer_id"]),
