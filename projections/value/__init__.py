@@ -37,11 +37,13 @@ class Value(Projection):
     # or stage was taken, when the stage is next reviewed and the count of changes depend on when
     # the jobs recomputed the thresholds and fitted the models relative to each customer's
     # decisions: a rebuild decides them with today's, and the next recomputation re-tiers
-    # whoever it moves. Compared: the ledger's facts and the stage with its reason.
+    # whoever it moves; a stage's reason counts the days up to the decision. Compared: the
+    # ledger's facts and the stage.
     unstable = {"customer_value": ("as_of", "t_cal", "trailing_12m", "p_alive",
                                    "expected_purchases_90d", "expected_order_value", "clv",
                                    "model_version", "tier", "tier_since", "thresholds_version",
-                                   "stage_since", "review_at", "changes", "updated_at"),
+                                   "stage_since", "stage_reason", "review_at", "changes",
+                                   "updated_at"),
                 "customer_changes": ("*",)}
     ddl = rows.DDL
 
