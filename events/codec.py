@@ -9,7 +9,7 @@ from events.envelope import TouchpointEvent
 from events.identifiers import PATTERN_REASONS, normalise_uuid
 from events.identity import identity_keys
 from events.strings import control_reason, printable
-from events.touchpoints import TOUCHPOINT_TYPES, Touchpoint
+from events.touchpoints import TOUCHPOINT_TYPES, VERSION_TAGS, VERSIONS, Touchpoint
 
 __all__ = [
     "InvalidEvent",
@@ -73,14 +73,20 @@ def with_customer_id(event: E, customer_id: str) -> E:
 
 
 def error_details(exc: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as {"field": "payload.amount", "reason": ...}, union tag dropped."""
-    return [_detail(error) for error in exc.errors(include_url=False)]
+    """Pydantic errors as {"field": "payload.amount", "reason": ...}, union tags dropped. A
+    refused schema_version is said alone: the rest was checked against a version the event does
+    not claim."""
+    details = [_detail(error) for error in exc.errors(include_url=False)]
+    return [d for d in details if d["field"] == "schema_version"] or details
 
 
 def _detail(error: Any) -> dict[str, str]:
     kind, loc, ctx = error["type"], list(error["loc"]), error.get("ctx", {})
-    if loc and loc[0] in TOUCHPOINT_TYPES:
-        loc = loc[1:]  # the discriminated union's tag, not a field
+    event_type = None
+    if loc and loc[0] in TOUCHPOINT_TYPES:  # the union's tags (type, then version), not fields
+        event_type, loc = loc[0], loc[1:]
+        if loc and loc[0] in VERSION_TAGS:
+            loc = loc[1:]
     reason = str(ctx["error"]) if kind == "value_error" else error["msg"]
     if kind == "string_pattern_mismatch":
         pattern = ctx["pattern"]
@@ -93,6 +99,10 @@ def _detail(error: Any) -> dict[str, str]:
         loc, reason = ["type"], f"unknown type {ctx['tag']!r}; allowed types: {_ALLOWED}"
     elif kind == "union_tag_not_found":
         loc, reason = ["type"], f"type is required; allowed types: {_ALLOWED}"
+    elif kind == "literal_error" and loc == ["schema_version"] and event_type:
+        given, versions = repr(error["input"]), ", ".join(map(str, VERSIONS[event_type]))
+        given = given if len(given) <= 40 else given[:39] + "…"
+        reason = f"unknown schema_version {given} for type {event_type!r}; allowed versions: {versions}"
     elif not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
         return dict(_NOT_OBJECT)
     return {"field": ".".join(printable(part) for part in loc), "reason": reason}

@@ -1,4 +1,10 @@
-"""JSON Schema files for channels in other languages: `python -m events.schemas [--check]`."""
+"""JSON Schema files for channels in other languages: `python -m events.schemas [--check]`.
+
+One file per type and version (``touchpoint.call.v2.json``), and ``touchpoint.json``: every
+shape the doors accept, one branch per type and version. The union carries no version in its
+name because versions belong to types: it grows a branch when a type gets a version, while the
+files of the versions before stay as they are.
+"""
 
 import json
 import sys
@@ -7,9 +13,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from events.envelope import SCHEMA_VERSION
 from events.identity import CustomersLinked
-from events.touchpoints import ENVELOPES, Touchpoint
+from events.touchpoints import VERSIONED, Touchpoint
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -21,15 +26,14 @@ def _titled(schema: dict[str, Any], title: str) -> dict[str, Any]:
 
 def build_schemas() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema (validation mode) for every published event shape."""
-    v = SCHEMA_VERSION
     schemas = {
         f"touchpoint.{kind}.v{v}.json": _titled(
             model.model_json_schema(mode="validation"), f"Touchpoint: {kind} (v{v})"
         )
-        for kind, model in ENVELOPES.items()
+        for (kind, v), model in VERSIONED.items()
     }
     union = TypeAdapter(Touchpoint).json_schema(mode="validation")
-    schemas[f"touchpoint.v{v}.json"] = _titled(union, f"Touchpoint (v{v})")
+    schemas["touchpoint.json"] = _titled(union, "Touchpoint")
     linked = CustomersLinked.model_json_schema(mode="validation")
     schemas["customers_linked.v1.json"] = _titled(linked, "CustomersLinked (v1)")
     return schemas
@@ -40,9 +44,15 @@ def render(schema: dict[str, Any]) -> str:
 
 
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Write every file, and remove the JSON files the models no longer make (the directory
+    holds generated files only)."""
     directory.mkdir(parents=True, exist_ok=True)
+    schemas = build_schemas()
+    for path in directory.glob("*.json"):
+        if path.name not in schemas:
+            path.unlink()
     written = []
-    for name, schema in build_schemas().items():
+    for name, schema in schemas.items():
         path = directory / name
         path.write_text(render(schema), encoding="utf-8")
         written.append(path)
@@ -50,14 +60,18 @@ def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
 
 
 def check_schemas(directory: Path = SCHEMA_DIR) -> list[str]:
-    """Problems ("missing: x", "differs: x") between the models and the files; [] if in sync."""
+    """Problems ("missing: x", "differs: x", "stale: x") between the models and the files; []
+    if in sync."""
+    schemas = build_schemas()
     problems = []
-    for name, schema in build_schemas().items():
+    for name, schema in schemas.items():
         path = directory / name
         if not path.exists():
             problems.append(f"missing: {path}")
         elif path.read_text(encoding="utf-8") != render(schema):
             problems.append(f"differs: {path}")
+    problems += [f"stale: {path}" for path in sorted(directory.glob("*.json"))
+                 if path.name not in schemas]
     return problems
 
 

@@ -1,12 +1,27 @@
-"""The touchpoint types: one past-tense payload each, and the envelope that carries it."""
+"""The touchpoint types: one past-tense payload each, and the envelope that carries it.
+
+A type's payload changes by a new version, never by editing a released one: ``call`` has
+versions 1 and 2 (2 added ``wait_s``); every other type has version 1. An event says its version
+in ``schema_version`` (none: version 1), and the union ``Touchpoint`` picks the envelope by type
+and version.
+"""
 
 from decimal import Decimal
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.json_schema import JsonDict
 
-from events.envelope import Payload, TouchpointEvent
+from events.envelope import SCHEMA_VERSION, Payload, TouchpointEvent
 from events.identifiers import UuidStr
 from events.strings import LINE, text_field
 
@@ -44,6 +59,15 @@ class CallLogged(Payload):
     ]
     agent: str | None = text_field(64, default=None)
     topic: str | None = text_field(200, prose=True, default=None)
+
+
+class CallLoggedV2(CallLogged):
+    """A phone call with the customer took place (version 2: how long the customer waited)."""
+
+    wait_s: Annotated[Seconds, Field(le=86400)] | None = Field(
+        description="Seconds the customer waited, in a queue or while it rang, before the call was "
+        "answered or given up; null: not measured (calls logged at version 1 read as null)."
+    )
 
 
 class EmailExchanged(Payload):
@@ -183,15 +207,53 @@ class FeedbackTouchpoint(TouchpointEvent):
     payload: FeedbackGiven
 
 
+class CallTouchpointV2(CallTouchpoint):
+    """The envelope of a call touchpoint at version 2: payload is CallLoggedV2."""
+
+    schema_version: Literal[2]  # type: ignore[assignment]  # required: no default
+    payload: CallLoggedV2
+
+
+def _call_version(value: Any) -> str:
+    """The tag of a call's envelope: ``call.v2`` for schema_version 2, else ``call`` (version 1,
+    whose model refuses any other version). It runs for every call, so it only looks."""
+    if isinstance(value, dict):
+        return "call.v2" if value.get("schema_version") == 2 else "call"
+    return "call.v2" if getattr(value, "schema_version", None) == 2 else "call"
+
+
+def _one_branch_per_version(schema: dict[str, Any]) -> None:
+    """The JSON Schema of the union: one branch per type and version, each exclusive of the
+    others (its ``type`` const, and for a type of several versions its ``schema_version``), so
+    that a JSON Schema validator decides as the models do. No OpenAPI discriminator: it maps a
+    ``type`` to one schema, and a call has two."""
+    schema.pop("discriminator")
+    schema["oneOf"] = [one for branch in schema["oneOf"] for one in branch.get("oneOf", [branch])]
+    schema["description"] = (
+        "A touchpoint of any type and version Touchstream accepts: call at schema_version 1 or "
+        "2, every other type at 1. An event without schema_version is at version 1."
+    )
+
+
+# By type first, then, for a type of several versions, by version. The type is a field, which
+# pydantic-core reads from JSON as it is; the version needs a function, and to call it the event
+# is built as Python objects first, which costs much of a validation (BENCHMARKS.md): one
+# function for every type would make every event pay, so only calls do.
+VERSION_TAGS = ("call", "call.v2")  # the tags of the union of a type's versions
+Call = Annotated[
+    Annotated[CallTouchpoint, Tag(VERSION_TAGS[0])] | Annotated[CallTouchpointV2, Tag(VERSION_TAGS[1])],
+    Discriminator(_call_version),
+]
 Touchpoint = Annotated[
-    CallTouchpoint
+    Call
     | EmailTouchpoint
     | WebVisitTouchpoint
     | OrderTouchpoint
     | ComplaintTouchpoint
     | FeedbackTouchpoint,
-    Field(discriminator="type"),
+    Field(discriminator="type", json_schema_extra=_one_branch_per_version),
 ]
+# each type's envelope at its first version (what an event without schema_version is)
 ENVELOPES: dict[str, type[TouchpointEvent]] = {
     "call": CallTouchpoint,
     "email": EmailTouchpoint,
@@ -201,3 +263,11 @@ ENVELOPES: dict[str, type[TouchpointEvent]] = {
     "feedback": FeedbackTouchpoint,
 }
 TOUCHPOINT_TYPES = tuple(ENVELOPES)
+VERSIONED: dict[tuple[str, int], type[TouchpointEvent]] = {  # (type, schema_version) -> envelope
+    ("call", SCHEMA_VERSION): CallTouchpoint,
+    ("call", 2): CallTouchpointV2,
+    **{(kind, SCHEMA_VERSION): envelope for kind, envelope in ENVELOPES.items()},
+}
+VERSIONS: dict[str, tuple[int, ...]] = {  # the versions each type accepts
+    kind: tuple(v for k, v in VERSIONED if k == kind) for kind in TOUCHPOINT_TYPES
+}

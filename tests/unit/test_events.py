@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from events import (
     ENVELOPES,
     TOUCHPOINT_TYPES,
+    CallTouchpoint,
+    CallTouchpointV2,
     Customer,
     CustomersLinked,
     InvalidEvent,
@@ -75,6 +77,50 @@ def test_each_type_parses_from_json_and_dict(type_: str) -> None:
     assert parsed.type == type_
     assert parsed.schema_version == 1
     assert parse_touchpoint(data).payload == parsed.payload
+
+
+CALL_V2 = PAYLOADS["call"] | {"wait_s": 42.5}
+
+
+def test_a_call_is_at_version_1_unless_it_says_2_and_then_it_carries_the_wait() -> None:
+    for data in (event("call"), event("call", schema_version=1)):
+        for form in (data, orjson.dumps(data)):
+            parsed = parse_touchpoint(form)
+            assert type(parsed) is CallTouchpoint and parsed.schema_version == 1
+    for wait in (42.5, 0, 86400, None):  # None: not measured
+        data = event("call", schema_version=2, payload=PAYLOADS["call"] | {"wait_s": wait})
+        for form in (data, orjson.dumps(data)):
+            parsed = parse_touchpoint(form)
+            assert type(parsed) is CallTouchpointV2 and parsed.payload.wait_s == wait
+            dumped = orjson.loads(dump_touchpoint(parsed))
+            assert (dumped["schema_version"], dumped["payload"]["wait_s"]) == (2, wait)
+            assert parse_touchpoint(dump_touchpoint(parsed)) == parsed
+
+
+@pytest.mark.parametrize(("data", "errors"), [
+    (event("call", schema_version=2), {"payload.wait_s": "Field required"}),
+    (event("call", schema_version=2, payload=CALL_V2 | {"wait_s": -1}),
+     {"payload.wait_s": "Input should be greater than or equal to 0"}),
+    (event("call", schema_version=2, payload=CALL_V2 | {"wait_s": 86401}),
+     {"payload.wait_s": "Input should be less than or equal to 86400"}),
+    (event("call", schema_version=2, payload=CALL_V2 | {"wait_s": "a while"}),
+     {"payload.wait_s": "Input should be a valid number, unable to parse string as a number"}),
+    (event("call", payload=CALL_V2), {"payload.wait_s": "Extra inputs are not permitted"}),
+    (event("call", schema_version=3),
+     {"schema_version": "unknown schema_version 3 for type 'call'; allowed versions: 1, 2"}),
+    (event("call", schema_version=3, payload=CALL_V2 | {"direction": "sideways"}),
+     {"schema_version": "unknown schema_version 3 for type 'call'; allowed versions: 1, 2"}),
+    (event("call", schema_version="2", payload=CALL_V2),
+     {"schema_version": "unknown schema_version '2' for type 'call'; allowed versions: 1, 2"}),
+    (event("call", schema_version="x" * 100),
+     {"schema_version": f"unknown schema_version '{'x' * 38}… for type 'call'; allowed versions: 1, 2"}),
+    (event("email", schema_version=2),
+     {"schema_version": "unknown schema_version 2 for type 'email'; allowed versions: 1"}),
+])
+def test_call_versions_are_refused_naming_the_field(data: dict[str, Any], errors: dict[str, str]) -> None:
+    """A refused version is said alone: the rest was checked against a version not claimed."""
+    assert reasons(data) == errors
+    assert reasons(orjson.dumps(data)) == errors
 
 
 def test_email_is_trimmed_and_lower_cased() -> None:
@@ -507,18 +553,21 @@ _payloads = {
         )
     ),
 }
+_payloads["call.v2"] = _payloads["call"].flatmap(
+    lambda call: (st.none() | _seconds).map(lambda wait: call | {"wait_s": wait}))
 _offsets = st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5.5))])
-_events = st.sampled_from(TOUCHPOINT_TYPES).flatmap(
-    lambda type_: st.fixed_dictionaries(
+_events = st.sampled_from([*TOUCHPOINT_TYPES, "call.v2"]).flatmap(
+    lambda shape: st.fixed_dictionaries(
         {
-            "type": st.just(type_),
+            "type": st.just(shape.split(".")[0]),
+            "schema_version": st.just(2 if shape == "call.v2" else 1),
             "customer": _customers,
             "occurred_at": st.datetimes(
                 datetime(2000, 1, 1), datetime(2024, 1, 1), timezones=_offsets
             ),
             "channel": st.sampled_from(["web", "phone", "email", "store", "app", "chat", "sms"]),
             "source": _words,
-            "payload": _payloads[type_],
+            "payload": _payloads[shape],
         },
         optional={"event_id": st.uuids().map(str), "recorded_at": st.none()},
     )

@@ -7,7 +7,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from events import ENVELOPES
+from events import VERSIONED
 from services.api.app import create_app
 from services.config import Settings
 
@@ -19,6 +19,7 @@ EVENT = {
     "source": "crm",
     "payload": {"direction": "inbound", "duration_s": 240, "outcome": "resolved"},
 }
+EVENT_V2 = {**EVENT, "schema_version": 2, "payload": {**EVENT["payload"], "wait_s": 12}}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,8 @@ def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
 
 def test_every_ref_resolves_and_nothing_is_left_in_defs(document: dict[str, Any]) -> None:
     refs = _refs(document)
-    assert {f"#/components/schemas/{name}" for name in ("Customer", "CallLogged", "ComplaintFiled")
-            } <= set(refs)
+    assert {f"#/components/schemas/{name}" for name in (
+        "Customer", "CallLogged", "CallLoggedV2", "ComplaintFiled")} <= set(refs)
     for ref in refs:
         assert isinstance(_resolve(document, ref), dict), ref
     assert "$defs" not in str(document)
@@ -64,7 +65,12 @@ def test_request_bodies_are_the_event_contract(document: dict[str, Any]) -> None
     one = Draft202012Validator(_body(document, "/v1/touchpoints"))
     many = Draft202012Validator(_body(document, "/v1/touchpoints/batch"))
     assert {ref.rsplit("/", 1)[1] for ref in _refs(one.schema["oneOf"])} == {
-        model.__name__ for model in ENVELOPES.values()}
+        model.__name__ for model in VERSIONED.values()}
     hostile = {**EVENT, "source": "cr\u0000m"}
     assert one.is_valid(EVENT) and not one.is_valid(hostile)
     assert many.is_valid({"events": [EVENT]}) and not many.is_valid({"events": [EVENT, hostile]})
+    no_wait = {**EVENT_V2, "payload": EVENT["payload"]}
+    for bad in (no_wait, {**EVENT_V2, "schema_version": 3}, {**EVENT, "payload": EVENT_V2["payload"]}):
+        assert not one.is_valid(bad), bad
+    assert one.is_valid(EVENT_V2) and many.is_valid({"events": [EVENT, EVENT_V2]})
+    assert not many.is_valid({"events": [EVENT_V2, no_wait]})

@@ -24,13 +24,14 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 from pydantic import TypeAdapter
 
-from events import CustomersLinked, InvalidEvent, parse_touchpoint
+from events import VERSIONED, CustomersLinked, InvalidEvent, parse_touchpoint
 from events.envelope import DATE_TIME, MAX_FUTURE
 from events.identifiers import normalise_phone
 from events.schemas import SCHEMA_DIR
 
 INSTANT = TypeAdapter(datetime)
-TOUCHPOINT_FILES = sorted(p.name for p in SCHEMA_DIR.glob("touchpoint.*.json"))
+UNION = "touchpoint.json"
+TOUCHPOINT_FILES = sorted(p.name for p in SCHEMA_DIR.glob("touchpoint*.json"))
 GENERATED = settings(
     max_examples=int(os.environ.get("SCHEMA_EXAMPLES", "100")),
     deadline=None,
@@ -72,8 +73,8 @@ def assume_what_no_schema_says(event: dict[str, Any]) -> None:
     assume(INSTANT.validate_python(event["occurred_at"]) <= datetime.now(UTC) + MAX_FUTURE)
 
 
-def test_the_generated_events_cover_every_type() -> None:
-    assert len(TOUCHPOINT_FILES) == 7  # one per type and the union
+def test_the_generated_events_cover_every_type_and_version() -> None:
+    assert set(TOUCHPOINT_FILES) == {f"touchpoint.{k}.v{v}.json" for k, v in VERSIONED} | {UNION}
 
 
 @pytest.mark.parametrize("name", TOUCHPOINT_FILES)
@@ -84,6 +85,7 @@ def test_every_event_a_schema_allows_is_accepted(name: str) -> None:
         assume_what_no_schema_says(event)
         parsed = parse_touchpoint(event)  # the gateway's path (a decoded body)
         assert parsed.type == event["type"]
+        assert parsed.schema_version == event.get("schema_version", 1)
         recorded = parse_touchpoint(orjson.dumps({**event, "event_id": parsed.event_id}))
         assert recorded == parsed  # a producer's record, as the identity stage reads it
 
@@ -124,6 +126,14 @@ GOOD = {
     "payload": {"complaint_id": "K-1", "category": "delivery", "severity": "high",
                 "text": "Late.\r\nAgain.\tTwice."},
 }
+
+
+def _with_payload(event: dict[str, Any], **payload: Any) -> dict[str, Any]:
+    return {**event, "payload": {**event["payload"], **payload}}
+
+
+def _drop(event: dict[str, Any], field: str) -> dict[str, Any]:
+    return {**event, "payload": {k: v for k, v in event["payload"].items() if k != field}}
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
@@ -176,6 +186,22 @@ REFUSED_ORDERS = {
     "zero quantity": {"items": [{"sku": "A", "quantity": 0, "unit_price": "1"}]},
     "NUL in the order id": {"order_id": "O-\u00001"},
 }
+CALL = {**GOOD, "type": "call", "channel": "phone", "payload": {
+    "direction": "inbound", "duration_s": 240, "outcome": "resolved"}}
+CALL_V2 = {**CALL, "schema_version": 2, "payload": {**CALL["payload"], "wait_s": 35.5}}
+REFUSED_CALLS = {  # (the file of the version the event claims, the event)
+    "version 2 without its wait": ("touchpoint.call.v2.json", _drop(CALL_V2, "wait_s")),
+    "negative wait": ("touchpoint.call.v2.json", _with_payload(CALL_V2, wait_s=-1)),
+    "wait beyond a day": ("touchpoint.call.v2.json", _with_payload(CALL_V2, wait_s=86401)),
+    "wait as a word": ("touchpoint.call.v2.json", _with_payload(CALL_V2, wait_s="long")),
+    "version 1 with a wait": ("touchpoint.call.v1.json", _with_payload(CALL, wait_s=3)),
+    "version 3": ("touchpoint.call.v2.json", {**CALL_V2, "schema_version": 3}),
+    "version 2 as a string": ("touchpoint.call.v2.json", {**CALL_V2, "schema_version": "2"}),
+    "version 1 as a string": ("touchpoint.call.v1.json", {**CALL, "schema_version": "1"}),
+    "an email at version 2": ("touchpoint.email.v1.json", {
+        **GOOD, "type": "email", "schema_version": 2,
+        "payload": {"direction": "outbound", "action": "opened"}}),
+}
 FEEDBACK = {**GOOD, "type": "feedback", "channel": "email", "payload": {
     "scale": "csat", "score": 2, "text": "Late again.\nTwice.", "order_id": "O-1"}}
 REFUSED_FEEDBACK = {  # the scale sets the score's range: the models and the schemas agree
@@ -202,6 +228,7 @@ def _refused_cases() -> list[Any]:
     cases += [pytest.param("touchpoint.feedback.v1.json", {**FEEDBACK, "payload": {
         k: v for k, v in {**FEEDBACK["payload"], **change}.items() if v is not None}}, id=label)
               for label, change in REFUSED_FEEDBACK.items()]
+    cases += [pytest.param(name, event, id=label) for label, (name, event) in REFUSED_CALLS.items()]
     return cases
 
 
@@ -209,7 +236,7 @@ def _refused_cases() -> list[Any]:
 def test_what_the_doors_refuse_the_schemas_refuse(name: str, event: dict[str, Any]) -> None:
     with pytest.raises(InvalidEvent):
         parse_touchpoint(event)
-    for file in (name, "touchpoint.v1.json"):
+    for file in (name, UNION):
         assert not Draft202012Validator(schema(file)).is_valid(event), file
 
 
@@ -217,7 +244,23 @@ NPS = {**FEEDBACK, "payload": {"scale": "nps", "score": 0,
                                "call_event_id": "0b6f1e6e-3c1a-4b8e-9a39-5b7f6f0f2a12"}}
 
 
-@pytest.mark.parametrize("event", [GOOD, ORDER, FEEDBACK, NPS], ids=["complaint", "order", "csat", "nps"])
-def test_the_good_cases_pass_both(event: dict[str, Any]) -> None:
-    parse_touchpoint(event)
-    Draft202012Validator(schema("touchpoint.v1.json")).validate(event)
+GOOD_CASES = {  # (the file of the event's type and version, the event)
+    "complaint": ("touchpoint.complaint.v1.json", GOOD),
+    "order": ("touchpoint.order.v1.json", ORDER),
+    "csat": ("touchpoint.feedback.v1.json", FEEDBACK),
+    "nps": ("touchpoint.feedback.v1.json", NPS),
+    "call without a version": ("touchpoint.call.v1.json", CALL),
+    "call at version 1": ("touchpoint.call.v1.json", {**CALL, "schema_version": 1}),
+    "call at version 2": ("touchpoint.call.v2.json", CALL_V2),
+    "call at version 2, wait not measured": ("touchpoint.call.v2.json", _with_payload(CALL_V2, wait_s=None)),
+}
+
+
+@pytest.mark.parametrize(("name", "event"), GOOD_CASES.values(), ids=GOOD_CASES)
+def test_the_good_cases_pass_both(name: str, event: dict[str, Any]) -> None:
+    parsed = parse_touchpoint(event)
+    assert parsed.schema_version == event.get("schema_version", 1)
+    Draft202012Validator(schema(UNION)).validate(event)
+    Draft202012Validator(schema(name)).validate(event)
+    others = [f for f in TOUCHPOINT_FILES if f not in (name, UNION)]
+    assert not any(Draft202012Validator(schema(f)).is_valid(event) for f in others)

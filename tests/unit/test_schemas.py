@@ -7,12 +7,13 @@ from typing import Literal
 import pytest
 from pydantic import Field
 
-from events import ENVELOPES, OrderPlaced, OrderTouchpoint
+from events import VERSIONED, OrderPlaced, OrderTouchpoint
 from events.schemas import SCHEMA_DIR, build_schemas, check_schemas, main, render, write_schemas
 
 EXPECTED_FILES = {
-    "touchpoint.v1.json",
+    "touchpoint.json",
     "touchpoint.call.v1.json",
+    "touchpoint.call.v2.json",
     "touchpoint.email.v1.json",
     "touchpoint.web_visit.v1.json",
     "touchpoint.order.v1.json",
@@ -29,12 +30,25 @@ def test_checked_in_schemas_match_the_models() -> None:
         assert json.loads((SCHEMA_DIR / name).read_text()) == schema
 
 
-def test_one_file_per_type_plus_union_and_identity() -> None:
+def test_one_file_per_type_and_version_plus_union_and_identity() -> None:
     schemas = build_schemas()
     assert set(schemas) == EXPECTED_FILES
     assert schemas["touchpoint.order.v1.json"]["title"] == "Touchpoint: order (v1)"
-    assert schemas["touchpoint.v1.json"]["discriminator"]["propertyName"] == "type"
     assert "type" in schemas["touchpoint.call.v1.json"]["required"]
+    v2 = schemas["touchpoint.call.v2.json"]
+    assert v2["title"] == "Touchpoint: call (v2)"
+    assert {"type", "schema_version"} <= set(v2["required"])
+    assert v2["properties"]["schema_version"]["const"] == 2
+    assert "wait_s" in v2["$defs"]["CallLoggedV2"]["required"]
+
+
+def test_the_union_has_one_branch_per_type_and_version_and_no_discriminator() -> None:
+    """A call has two shapes: an OpenAPI discriminator maps a type to one, so there is none,
+    and each branch excludes the others by its type and version."""
+    union = build_schemas()["touchpoint.json"]
+    assert "discriminator" not in union
+    assert [b["$ref"].rsplit("/", 1)[1] for b in union["oneOf"]] == [
+        model.__name__ for model in VERSIONED.values()]
 
 
 def test_rendering_is_stable() -> None:
@@ -45,15 +59,20 @@ def test_rendering_is_stable() -> None:
     assert text.startswith('{\n  "$defs"')
 
 
-def test_missing_and_edited_files_are_reported(tmp_path: Path) -> None:
+def test_missing_edited_and_stale_files_are_reported_and_regenerated(tmp_path: Path) -> None:
     write_schemas(tmp_path)
     assert check_schemas(tmp_path) == []
     (tmp_path / "touchpoint.email.v1.json").unlink()
     (tmp_path / "touchpoint.call.v1.json").write_text("{}\n")
+    (tmp_path / "touchpoint.v1.json").write_text("{}\n")  # a file the models no longer make
     assert sorted(check_schemas(tmp_path)) == [
         f"differs: {tmp_path / 'touchpoint.call.v1.json'}",
         f"missing: {tmp_path / 'touchpoint.email.v1.json'}",
+        f"stale: {tmp_path / 'touchpoint.v1.json'}",
     ]
+    write_schemas(tmp_path)
+    assert check_schemas(tmp_path) == []
+    assert {p.name for p in tmp_path.iterdir()} == EXPECTED_FILES
 
 
 class OrderPlacedWithCoupon(OrderPlaced):
@@ -66,7 +85,7 @@ class CouponOrderTouchpoint(OrderTouchpoint):
 
 
 def test_a_changed_model_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ENVELOPES, "order", CouponOrderTouchpoint)
+    monkeypatch.setitem(VERSIONED, ("order", 1), CouponOrderTouchpoint)
     assert check_schemas() == [f"differs: {SCHEMA_DIR / 'touchpoint.order.v1.json'}"]
     assert main(["--check"]) == 1
 
