@@ -20,9 +20,17 @@ class ContactRow(NamedTuple):
 
 
 def _call(p: dict) -> str:
+    """Like: Inbound call about billing, 2.1 min, resolved, waited 45 s. The wait only where it
+    was measured (version 2): a call of version 1 and the same call read at version 2 (a wait of
+    null) give the same row."""
     minutes = round(float(p["duration_s"]) / 60, 1)
     topic = f" about {p['topic']}" if p.get("topic") else ""
-    return f"{p['direction'].capitalize()} call{topic}, {minutes} min, {p['outcome'].replace('_', ' ')}"
+    text = f"{p['direction'].capitalize()} call{topic}, {minutes} min, {p['outcome'].replace('_', ' ')}"
+    wait = p.get("wait_s")
+    if wait is None:
+        return text
+    wait = float(wait)
+    return f"{text}, waited {round(wait)} s" if wait < 60 else f"{text}, waited {round(wait / 60, 1)} min"
 
 
 def _email(p: dict) -> str:
