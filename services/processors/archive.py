@@ -3,8 +3,8 @@
 Records are encoded as the library's mapper stores them before the batch's transaction; the transaction
 de-duplicates event ids (an event the log carries twice is archived once), then, last, takes
 the archive's table lock and appends, so that the lock is held only until the commit. A record
-the archive cannot read (not JSON, no event id or customer id, a type it does not know) is
-refused and becomes a dead letter of stage ``archive``.
+the archive cannot read (not JSON, no event id or customer id, a type or version it does not
+know) is refused and becomes a dead letter of stage ``archive``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import orjson
 import psycopg
 from aiokafka.structs import ConsumerRecord
 
-from events.archive import TOPICS, state, uuid_text
+from events.archive import TOPICS, state, stored_version, uuid_text
 from services import archive, store
 from services.config import Settings
 from services.processors.dlq import Refused
@@ -59,11 +59,11 @@ class ArchiveStage:
         for r in records:
             try:
                 doc = orjson.loads(r.value)
-                topic = TOPICS[doc["type"]]
+                topic, version = TOPICS[doc["type"]], stored_version(doc)
                 event_id = uuid_text(doc["event_id"])
                 customer = uuid_text(doc["customer"]["customer_id"])
                 out.append(Encoded(event_id, customer, topic,
-                                   state(r.value, now, r.topic, r.partition, r.offset)))
+                                   state(r.value, now, r.topic, r.partition, r.offset, version)))
             except Exception as exc:  # noqa: BLE001 - whatever reading raises refuses the record
                 out.append(Refused.because(f"cannot be archived: {exc!r}", "poison"))
         return out
