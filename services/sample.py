@@ -12,7 +12,8 @@ pausing), and carries a non-empty subset of that customer's identifiers.
 Some events have follow-ups, due later: a complaint is resolved, an order, a call or a
 resolution gets a CSAT answer (unless the customer is pausing by then). Satisfaction answers
 (those and occasional NPS answers) follow the customer's disposition, less what their recent
-complaints still weigh. Output is locally shuffled, as real feeds arrive out of order.
+complaints still weigh. Some calls come from a contact center that logs calls at version 2,
+with how long the customer waited. Output is locally shuffled, as real feeds arrive out of order.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ LAST = ("Smith", "Jones", "Muller", "Schmidt", "Martin", "Bernard", "Brown", "Ga
 DOMAINS = ("example.com", "example.org", "example.net")
 CALL_OUTCOMES = ("answered", "missed", "voicemail", "resolved", "escalated", "callback_requested")
 CALL_CUM = _cum(0.35, 0.12, 0.08, 0.30, 0.07, 0.08)
+# the share of calls logged at version 2, with the customer's wait: an inbound caller waits in the
+# queue (mean seconds, if answered and if not: they gave up or went to voicemail), an outbound
+# call rings (seconds, least and most, likewise)
+CALL_V2_SHARE = 0.4
+QUEUE_MEAN_S = (45.0, 120.0)
+RING_S = ((3.0, 25.0), (20.0, 40.0))
 TOPICS = ("order status", "billing", "returns", "product question", "account", None)
 EMAIL_ACTIONS = ("sent", "delivered", "opened", "clicked", "bounced", "unsubscribed")
 EMAIL_CUM = _cum(0.30, 0.27, 0.25, 0.14, 0.03, 0.01)
@@ -166,7 +173,7 @@ def generate(spec: SampleSpec) -> Iterator[dict]:
         event = {
             "event_id": event_id,
             "type": kind,
-            "schema_version": 1,
+            "schema_version": 2 if kind == "call" and "wait_s" in payload else 1,
             "customer": _identity(r, c, kind),
             "occurred_at": stamp(at),
             "channel": _any(r, CHANNELS[kind]),
@@ -416,6 +423,8 @@ class _Touchpoints:
 
     def __init__(self, spec: SampleSpec, rng: Random) -> None:
         self.rng, self.seed, self.days = rng, spec.seed, spec.days
+        # waits come from a generator of their own, so that every other value stays what it was
+        self.waits = Random(f"{spec.seed}:waits")
         self.prices = [max(99, round(rng.lognormvariate(3.0, 0.8) * 100)) for _ in range(400)]
         self.pending: list[tuple] = []  # (due, ticket, customer, follow-up, its detail)
         self.tickets = count()
@@ -476,13 +485,21 @@ class _Touchpoints:
             if r() < CSAT_AFTER["call"]:  # the survey after the call, answered within hours
                 due = self.after(t, seconds + 300.0 + self.rng.expovariate(1 / 3600))
                 self.later(due, c, self.csat, ({"call_event_id": event_id}, CALL_LIFT[outcome]))
-        return {
+        payload = {
             "direction": "inbound" if r() < 0.75 else "outbound",
             "duration_s": round(seconds, 1),
             "outcome": outcome,
             "agent": f"agent-{1 + int(r() * 40):02d}" if talked else None,
             "topic": _any(r, TOPICS) if talked else None,
         }
+        w = self.waits
+        if w.random() < CALL_V2_SHARE:
+            if payload["direction"] == "inbound":
+                wait = w.expovariate(1 / QUEUE_MEAN_S[not talked])
+            else:
+                wait = w.uniform(*RING_S[not talked])
+            payload["wait_s"] = round(min(wait, DAY), 1)
+        return payload
 
     def order(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
         c.last_order, r = t, self.rng.random

@@ -97,7 +97,20 @@ def test_types_mix_and_channels(sample):
     assert share["feedback"] == pytest.approx(0.045, abs=0.02)
     for e in sample:
         assert e["channel"] in CHANNELS[e["type"]]
-        assert set(e["payload"]) == PAYLOAD_KEYS[e["type"]]
+        v2 = {"wait_s"} if e["schema_version"] == 2 else set()
+        assert set(e["payload"]) == PAYLOAD_KEYS[e["type"]] | v2
+
+
+def test_some_calls_are_logged_at_version_2_with_the_customers_wait(sample):
+    calls = [e for e in sample if e["type"] == "call"]
+    v2 = [e["payload"] for e in calls if e["schema_version"] == 2]
+    assert {e["schema_version"] for e in sample if e["type"] != "call"} == {1}
+    assert 0.3 < len(v2) / len(calls) < 0.5
+    waits = sorted(p["wait_s"] for p in v2)
+    assert waits[0] >= 0 and waits[-1] <= 86400
+    assert 10 < waits[len(waits) // 2] < 60  # a median wait of well under a minute
+    inbound = [p["wait_s"] for p in v2 if p["direction"] == "inbound"]
+    assert max(inbound) > 300  # some wait long in the queue
 
 
 def test_event_ids_are_unique_uuid4(sample):
