@@ -1,0 +1,1 @@
+"""Churn alerts: ``rules`` decides, without I/O, which conditions hold for a customer."""
