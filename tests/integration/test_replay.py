@@ -151,3 +151,18 @@ async def test_an_interrupted_replay_resumes_and_a_verification_names_drift(sett
         out = capsys.readouterr().out
         assert "profiles: live" in out and "DIFFERENT" in out and cid in out, out
         assert "orders: live" in out and "equal" in out
+
+        # a picture of the past: only what occurred up to then, kept in ts_replay, not swapped
+        until = (await rows(settings, "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY occurred_at) "
+                                      "AS t FROM contacts"))[0]["t"]
+        past = await replay.Replay(settings, replay.closure(["contacts"]), "replay", "kafka",
+                                   until).run()
+        assert past.status == "built", replay.describe(past)
+        assert await count(settings, "SELECT count(*) AS n FROM ts_replay.contacts") == await count(
+            settings, "SELECT count(*) AS n FROM contacts WHERE occurred_at <= %s", until) > 0
+
+        # one replay at a time: they share the shadow schema
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as c:
+            await c.execute("SELECT pg_advisory_lock(%s)", (replay.LOCK,))
+            with pytest.raises(replay.ReplayError, match="another replay is running"):
+                await replay.Replay(settings, replay.closure(["contacts"]), "verify", "kafka").run()
