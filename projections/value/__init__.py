@@ -33,16 +33,16 @@ class Value(Projection):
     name = "value"
     tables = ("customer_value", "customer_changes")
     needs = ("orders",)
-    # The figures are as of each row's last decision (reads re-age them). The tier, when a tier
-    # or stage was taken, when the stage is next reviewed and the count of changes depend on when
-    # the jobs recomputed the thresholds and fitted the models relative to each customer's
-    # decisions: a rebuild decides them with today's, and the next recomputation re-tiers
-    # whoever it moves; a stage's reason counts the days up to the decision. Compared: the
-    # ledger's facts and the stage.
+    # The figures are as of each row's last decision (reads re-age them). The tier and stage,
+    # when they were taken, the next review and the count of changes depend on when the jobs
+    # recomputed the thresholds and fitted the models relative to each customer's decisions (the
+    # at-risk rule reads P(alive) from the model in force at a decision, and a refit does not
+    # re-decide stored stages); a stage's reason counts the days up to its decision. A rebuild
+    # decides them with today's. Compared: the ledger's facts.
     unstable = {"customer_value": ("as_of", "t_cal", "trailing_12m", "p_alive",
                                    "expected_purchases_90d", "expected_order_value", "clv",
                                    "model_version", "tier", "tier_since", "thresholds_version",
-                                   "stage_since", "stage_reason", "review_at", "changes",
+                                   "stage", "stage_since", "stage_reason", "review_at", "changes",
                                    "updated_at"),
                 "customer_changes": ("*",)}
     ddl = rows.DDL
