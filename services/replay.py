@@ -189,6 +189,7 @@ class Replay:
         self.outcome = Outcome(0, mode, "building", self.names)
         self.processor = ""
         self.topic = settings.log_topic
+        self._committed: list[Any] = []  # the chunk's callbacks, run once it has committed
 
     # --- connections and bookkeeping ----------------------------------------------------------
 
@@ -285,7 +286,7 @@ class Replay:
 
     async def _chunk(self, conn: psycopg.AsyncConnection, batch: list[tuple[Any, int, int]],
                      topic: str, positions: dict[int, int]) -> None:
-        self._committed: list[Any] = []
+        self._committed = []
         async with conn.transaction():
             await self._fold(conn, batch)
             await self._save(conn, topic, positions)
@@ -420,7 +421,7 @@ class Replay:
         started = time.monotonic()
         conn = await self.connect()
         try:
-            store_ready(self.live)
+            store.migrate(self.live.database_url)  # idempotent: the tables a replay needs
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK,))
             if not (await cur.fetchone())[0]:
                 raise ReplayError("another replay is running (they share schema ts_replay); "
@@ -496,11 +497,6 @@ def _occurred(event: dict[str, Any]) -> datetime:
     if at.tzinfo is None:
         raise ValueError("occurred_at without a time zone")
     return at
-
-
-def store_ready(settings: Settings) -> None:
-    """The tables a replay needs (the schema migration is idempotent)."""
-    store.migrate(settings.database_url)
 
 
 async def compare(conn: psycopg.AsyncConnection, table: str, a: str, b: str,
