@@ -8,6 +8,7 @@ of projections before it.
 
 from __future__ import annotations
 
+from projections.alerts import Alerts
 from projections.base import Projection
 from projections.contacts import Contacts
 from projections.orders import Orders
@@ -19,6 +20,7 @@ REGISTRY: tuple[type[Projection], ...] = (
     Orders,
     Profiles,
     Value,  # after orders: it reads the ledger the batch has just written
+    Alerts,  # after value: it reads the tier and P(alive) the batch has just written
 )
 
 __all__ = ["REGISTRY", "Projection"]

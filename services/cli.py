@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from services import dlq_cli, models_cli
+from services import alerts_cli, dlq_cli, models_cli
 from services.config import get_settings
 
 
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_replay)
     models_cli.add_parser(sub)
     dlq_cli.add_parser(sub)
+    alerts_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

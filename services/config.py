@@ -79,6 +79,38 @@ class Settings(BaseSettings):
     value_refit_every_h: float = Field(24.0, ge=0)
     value_min_customers: int = Field(50, ge=10)
     value_sweep_every_s: float = Field(5.0, gt=0)
+
+    # Churn alerts (projections/alerts/rules.py has the rules). An inbound contact is answered
+    # within the service level of the customer's tier (hours); a complaint of these severities
+    # alerts while open, N complaints within a window alert, and a complaint open past its
+    # severity's service level (hours); silence is k times the customer's own gap between
+    # purchase days; the model rule watches P(alive) of customers at or above a tier; CSAT and
+    # NPS at or below these scores are dissatisfied; engagement below this share of the
+    # customer's own weekly baseline has dropped. An episodic alert (model, engagement) fires
+    # once per customer within the suppression window; a condition that began to hold more than
+    # alert_stale_days ago is history, not news.
+    alert_answer_within_h: dict[str, float] = {"platinum": 2.0, "gold": 4.0, "silver": 12.0,
+                                               "bronze": 24.0, "unranked": 48.0, "prospect": 48.0}
+    alert_complaint_severities: list[str] = ["high", "critical"]
+    alert_complaints_n: int = Field(3, ge=2)
+    alert_complaints_window_days: float = Field(30.0, gt=0)
+    alert_complaint_open_h: dict[str, float] = {"low": 168.0, "medium": 72.0, "high": 24.0,
+                                                "critical": 8.0}
+    alert_silence_k: float = Field(3.0, gt=1)
+    alert_model_p_alive: float = Field(0.3, ge=0, le=1)
+    alert_model_min_tier: str = "gold"
+    alert_csat_max: int = Field(2, ge=1, le=5)
+    alert_nps_max: int = Field(6, ge=0, le=10)
+    alert_engagement_ratio: float = Field(0.3, gt=0, lt=1)
+    alert_suppress_h: float = Field(168.0, ge=0)
+    alert_stale_days: float = Field(30.0, gt=0)
+    # How often the alert timer looks for conditions that time alone makes hold; how long the
+    # alert log (the positions of the live stream) is kept; a stream client's queue, beyond which
+    # it is told to reconnect from its last position; heartbeats on an idle stream.
+    alert_timer_every_s: float = Field(1.0, gt=0)
+    alert_log_retention_h: float = Field(168.0, gt=0)
+    alert_stream_queue: int = Field(1000, ge=10)
+    alert_heartbeat_s: float = Field(10.0, gt=0)
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # A positive value makes workers yield the CPU to the API on a shared machine. 0 by default:
@@ -97,7 +129,21 @@ class Settings(BaseSettings):
             raise ValueError("value_lapsed_days must exceed value_at_risk_days")
         if self.value_currency not in self.value_rates or any(r <= 0 for r in self.value_rates.values()):
             raise ValueError("value_rates: positive rates, value_currency among them")
+        tiers = (*self.value_tiers, "unranked", "prospect")
+        if self.alert_model_min_tier not in tiers:
+            raise ValueError(f"alert_model_min_tier: one of {', '.join(tiers)}")
+        if set(self.alert_answer_within_h) - set(tiers) or any(
+                h <= 0 for h in self.alert_answer_within_h.values()):
+            raise ValueError(f"alert_answer_within_h: positive hours for tiers among {', '.join(tiers)}")
+        severities = ("low", "medium", "high", "critical")
+        if set(self.alert_complaint_severities) - set(severities) or \
+                set(self.alert_complaint_open_h) - set(severities):
+            raise ValueError(f"alert complaint severities: among {', '.join(severities)}")
         return self
+
+    @property
+    def alerts_topic(self) -> str:
+        return self.topic("alerts")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -26,3 +26,5 @@ RESEEKS = Counter("touchstream_reseeks_total",
                   "a failed assignment, an unexpected failure)", ["processor"])
 CHANGES_PUBLISHED = Counter("touchstream_customer_changes_published_total",
                             "Tier and stage changes published on customer-changes")
+ALERTS_PUBLISHED = Counter("touchstream_alert_events_published_total",
+                           "Alert lifecycle events published on alerts")

@@ -48,6 +48,7 @@ CLOSE = 2 * CHUNK  # events behind the live stage when the replay takes the lock
 STALL_S = 30.0  # no record from the log for this long: it does not hold what the positions say
 DIFFERENCES = 10  # keys listed per table that differs
 LOCK = 7_401_001  # one replay at a time: they share the shadow schema
+LOCK_TRY_S, LOCK_TRIES = 0.2, 100  # the swap's tries to lock every live table it moves
 
 DDL = """
 CREATE TABLE IF NOT EXISTS ts_replays (
@@ -397,6 +398,7 @@ class Replay:
     async def _swap(self, conn: psycopg.AsyncConnection) -> None:
         """The shadow's tables in, the live ones to ``ts_previous``; the views made again over
         the tables now in place (a view follows a table it reads wherever it moves)."""
+        await _lock_all(conn, [t for cls in self.registry for t in cls.tables])
         await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(PREVIOUS)))
         await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(PREVIOUS)))
         for cls in self.registry:
@@ -474,6 +476,28 @@ class Replay:
         await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SHADOW)))
         await conn.execute("DELETE FROM ts_processed_events WHERE processor = %s", (self.processor,))
         await conn.execute("DELETE FROM ts_tracking WHERE processor = %s", (self.processor,))
+
+
+async def _lock_all(conn: psycopg.AsyncConnection, tables: list[str]) -> None:
+    """Every live table a swap moves, locked at once before the first moves. A reader (a
+    request, a job) may hold one table while it waits for another; taking them one by one in
+    another order would be a deadlock that PostgreSQL ends by failing the reader. A try that
+    cannot have them all within LOCK_TRY_S gives back what it took and tries again."""
+    names = sql.SQL(", ").join(sql.SQL("public.{}").format(sql.Identifier(t)) for t in tables)
+    cur = await conn.execute("SELECT current_setting('lock_timeout')")
+    usual = (await cur.fetchone())[0]
+    for attempt in range(LOCK_TRIES):
+        try:
+            async with conn.transaction():  # a savepoint: a failed try gives its locks back
+                await conn.execute("SELECT set_config('lock_timeout', %s, true)",
+                                   (f"{int(LOCK_TRY_S * 1000)}ms",))
+                await conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(names))
+            await conn.execute("SELECT set_config('lock_timeout', %s, true)", (usual,))
+            return
+        except psycopg.errors.LockNotAvailable:
+            await asyncio.sleep(LOCK_TRY_S * (1 + attempt % 3))
+    raise ReplayError(f"could not lock the live tables for the swap in {LOCK_TRIES} tries; "
+                      "run the replay again")
 
 
 async def _last_swap(conn: psycopg.AsyncConnection) -> dict[str, Any] | None:

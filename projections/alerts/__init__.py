@@ -1,1 +1,110 @@
-"""Churn alerts: ``rules`` decides, without I/O, which conditions hold for a customer."""
+"""Churn alerts: each customer's touchpoints, tier, P(alive) and purchase rhythm weighed by the
+rules (``rules``, pure) as each batch commits, and by a timer when time alone makes a condition
+hold (``jobs``); alerts, their lifecycle and the log the live stream and topic ``alerts`` follow
+(``store``).
+
+A worker writes, in the batch's transaction and after the value projection has written the
+batch's customers, each touched customer's facts, the alerts that open and those whose condition
+ended, and the log entries of both. The timer, the relay of the log to topic ``alerts`` and the
+waking of snoozed alerts run in a process beside the worker (``jobs``), as the value jobs do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from projections.alerts import rules, store
+from projections.base import Projection
+from projections.value.clock import Clock
+
+JOBS_STOP_S = 10.0
+REVIEW_LAG_S = 10.0  # the timer looks again this long after value re-decides a customer by itself
+
+
+class Alerts(Projection):
+    name = "alerts"
+    tables = ("alert_state", "alerts")  # alert_log is not swapped: its positions are the stream's
+    needs = ("value",)
+    # A rebuild decides by event time what the live stage decided by the clock (and a person's
+    # actions are not in the log): compared by row count.
+    unstable = {"alert_state": ("*",), "alerts": ("*",)}
+    ddl = store.DDL
+
+    def __init__(self, settings: Any = None):
+        from services.config import Settings
+
+        self.settings = settings or Settings()
+        self.rules = rules.Rules.from_settings(self.settings)
+        self.clock = Clock.shared()
+        self.process: Any = None
+
+    @classmethod
+    def build(cls, settings: Any) -> Alerts:
+        return cls(settings)
+
+    async def start(self, producer: Any) -> None:
+        """The timer and the relay, in a process of their own (``jobs``)."""
+        from projections.alerts.jobs import AlertJobs  # noqa: PLC0415 - jobs import this module
+        from projections.value.jobs import run_process  # noqa: PLC0415
+
+        ctx = multiprocessing.get_context("spawn")
+        self.process = ctx.Process(
+            target=run_process, name="touchstream-alert-jobs", daemon=True,
+            args=(self.settings, self.clock.cells, os.getpid(),
+                  logging.getLevelName(logging.getLogger().getEffectiveLevel()), AlertJobs))
+        self.process.start()
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        await asyncio.to_thread(process.join, JOBS_STOP_S)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join)
+
+    def read(self, event: dict[str, Any], partition: int, offset: int) -> tuple[str, rules.Touch] | None:
+        t = rules.read(event)
+        if not (t.inbound or t.answer or t.engaged or t.scale or t.complaint_id or t.type == "order"):
+            return None  # changes nothing the rules weigh (time passing is the timer's)
+        return event["customer"]["customer_id"], t
+
+    async def write(self, conn: psycopg.AsyncConnection,
+                    readings: list[tuple[str, rules.Touch]]) -> Callable[[], None] | None:
+        touches: dict[str, list[rules.Touch]] = defaultdict(list)
+        for customer_id, t in readings:
+            touches[customer_id].append(t)
+        self.clock.saw(datetime.fromtimestamp(max(t.at for _, t in readings), UTC))
+        now = self.clock.now().timestamp()
+        held = await store.load(conn, list(touches))
+        steps = [step(h, touches[h.customer_id], self.rules, now) for h in held]
+        logged = await save(conn, steps)
+        if logged and self.settings.projection_schema == "public":
+            await store.notify(conn)
+        return self.clock.changed if logged else None
+
+
+def step(h: store.Held, touches: list[rules.Touch], r: rules.Rules, now: float) -> tuple[str, rules.Step]:
+    look_again = h.review_at + REVIEW_LAG_S if h.review_at is not None else None
+    return h.customer_id, rules.evaluate(h.customer_id, h.facts, h.fired, h.open, h.standing,
+                                         touches, r, now, look_again)
+
+
+async def save(conn: psycopg.AsyncConnection, steps: list[tuple[str, rules.Step]]) -> int:
+    """Write the evaluations in the caller's transaction; how many log entries they made."""
+    opened = [row for _, s in steps for row in s.opened]
+    ended = [row for _, s in steps for row in s.resolved]
+    await store.save_states(conn, [(c, s.facts, s.fired, s.due) for c, s in steps])
+    if opened or ended:  # after the row locks: every writer takes the log's lock last
+        await store.lock_log(conn)
+    return await store.open_alerts(conn, opened) + await store.resolve_alerts(conn, ended)

@@ -40,6 +40,7 @@ SEVERITIES = ("low", "medium", "high", "critical")
 NAMESPACE = uuid.UUID("6f1c2b8e-93a4-5d0e-b7a2-4c1f0e9d8a31")
 KEEP_INBOUND = 50  # unanswered inbound contacts kept (the oldest is the one that counts)
 KEEP_FEEDBACK = 20
+KEEP_COMPLAINTS = 20  # beyond this, resolved complaints older than the window are dropped
 BASE = {"unanswered": "medium", "complaint": "high", "complaints": "high",
         "complaint_overdue": "medium", "silence": "medium", "model": "medium",
         "dissatisfaction": "medium", "engagement": "low"}
@@ -69,8 +70,25 @@ class Rules:
     engagement_baseline_weeks: int = 12  # the weeks before it
     engagement_ratio: float = 0.3
     engagement_min_per_week: float = 1.0  # a baseline below this is no habit to lose
-    suppress_h: float = 168.0
+    suppress_h: float = 168.0  # an episodic rule (model, engagement) fires once within it
+    stale_days: float = 30.0  # a condition that began to hold longer ago than this is history
     raise_tiers: int = 2  # the top tiers raise severity: the first by this many levels, ...
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Rules:
+        """The thresholds of ``services.config.Settings`` (``alert_*``); the tiers are the value
+        pyramid's, from the top, then unranked buyers and prospects."""
+        s = settings
+        return cls(tiers=(*s.value_tiers, "unranked", "prospect"),
+                   answer_within_h=dict(s.alert_answer_within_h),
+                   complaint_severities=tuple(s.alert_complaint_severities),
+                   complaints_n=s.alert_complaints_n,
+                   complaints_window_days=s.alert_complaints_window_days,
+                   complaint_open_h=dict(s.alert_complaint_open_h), silence_k=s.alert_silence_k,
+                   model_p_alive=s.alert_model_p_alive, model_min_tier=s.alert_model_min_tier,
+                   csat_max=s.alert_csat_max, nps_max=s.alert_nps_max,
+                   engagement_ratio=s.alert_engagement_ratio, suppress_h=s.alert_suppress_h,
+                   stale_days=s.alert_stale_days)
 
     def answer_within_s(self, tier: str) -> float:
         return self.answer_within_h.get(tier, max(self.answer_within_h.values())) * HOUR_S
@@ -107,15 +125,15 @@ def read(event: dict[str, Any]) -> Touch:
     if at.tzinfo is None:
         raise ValueError("occurred_at without a time zone")
     t, eid = at.timestamp(), event["event_id"]
-    if kind == "email":
-        inbound = p["direction"] == "inbound"
-        return Touch(eid, kind, t, inbound=inbound and p["action"] in ("sent", "delivered", "replied"),
-                     answer=not inbound and p["action"] in ("sent", "delivered", "replied"),
+    if kind == "email":  # a campaign is no answer: a personal message (no campaign) is
+        inbound, wrote = p["direction"] == "inbound", p["action"] in ("sent", "delivered", "replied")
+        return Touch(eid, kind, t, inbound=inbound and wrote,
+                     answer=not inbound and wrote and not p.get("campaign"),
                      engaged=p["action"] in ("opened", "clicked") or (inbound and p["action"] == "replied"))
-    if kind == "call":
-        inbound = p["direction"] == "inbound"
-        reached = p["outcome"] in ("answered", "resolved", "escalated", "callback_requested")
-        return Touch(eid, kind, t, inbound=inbound, answer=not inbound and reached)
+    if kind == "call":  # a conversation answers, whoever called; a caller not reached waits
+        talked = p["outcome"] in ("answered", "resolved", "escalated")
+        return Touch(eid, kind, t, inbound=p["direction"] == "inbound" and not talked,
+                     answer=talked)
     if kind == "complaint":
         resolved = p.get("status") == "resolved"
         return Touch(eid, kind, t, inbound=not resolved, answer=resolved,
@@ -151,6 +169,11 @@ def fold(facts: dict[str, Any], t: Touch, rules: Rules) -> None:
             c["severity"] = t.severity
         if t.event_id not in c["events"]:
             c["events"] = sorted([*c["events"], t.event_id])
+        if len(facts["complaints"]) > KEEP_COMPLAINTS:  # resolved ones outside any window
+            horizon = max(c["filed"] for c in facts["complaints"].values()) \
+                - rules.complaints_window_days * DAY_S
+            facts["complaints"] = {k: c for k, c in facts["complaints"].items()
+                                   if c["resolved"] is None or c["filed"] >= horizon}
     if t.scale is not None and t.score is not None and _unhappy(t.scale, t.score, rules):
         facts["feedback"] = sorted({f[1]: f for f in [*facts["feedback"],
                                                      [t.at, t.event_id, t.scale, t.score]]}.values())
@@ -321,8 +344,9 @@ def decide(customer_id: str, holding: list[Condition], open_alerts: dict[str, tu
            fired: dict[str, float], rules: Rules, now: float,
            cause: Touch | None = None) -> tuple[list[Opened], list[Resolved]]:
     """Alerts to open and to resolve. ``open_alerts``: id -> (rule, since) of the customer's open
-    alerts; ``fired``: when each alert id, and each episodic rule (``rule:NAME``), last opened (the
-    suppression window); ``cause``: the touchpoint being folded, if any (named as what removed a
+    alerts; ``fired``: when each alert id, and each episodic rule (``rule:NAME``), last opened (an
+    id fires once; an episodic rule once within the suppression window; ``prune`` keeps it
+    short); ``cause``: the touchpoint being folded, if any (named as what removed a
     condition)."""
     window = rules.suppress_h * HOUR_S
     episodes = {rule: aid for aid, (rule, _) in open_alerts.items() if rule in EPISODIC}
@@ -330,12 +354,13 @@ def decide(customer_id: str, holding: list[Condition], open_alerts: dict[str, tu
     for c in holding:
         aid = episodes.get(c.rule) or alert_id(customer_id, c.rule, c.key)
         still.add(aid)
-        if aid in open_alerts:
-            continue
-        last = max(fired.get(aid, -window), fired.get(f"rule:{c.rule}", -window)
-                   if c.rule in EPISODIC else -window)
-        if now - last < window:
-            continue
+        if aid in open_alerts or now - c.since > rules.stale_days * DAY_S:
+            continue  # open already; or it began to hold too long ago to be news
+        if c.rule in EPISODIC:
+            if now - fired.get(f"rule:{c.rule}", -window) < window:
+                continue  # the same rule fired for this customer within the window
+        elif aid in fired:
+            continue  # one condition (a contact, a complaint, a score, a silence): one alert
         opened.append(Opened(aid, c))
     resolved = []
     for aid, (rule, since) in open_alerts.items():
@@ -350,6 +375,64 @@ def decide(customer_id: str, holding: list[Condition], open_alerts: dict[str, tu
             reason = "the condition no longer holds"
         resolved.append(Resolved(aid, rule, reason, cause.event_id if cause else None))
     return opened, resolved
+
+
+def prune(fired: dict[str, float], rules: Rules, now: float) -> dict[str, float]:
+    """``fired`` without what can no longer matter: an id opened before the staleness horizon
+    belongs to a condition too old to open again, and a rule's window has passed."""
+    horizon = now - max(rules.stale_days * DAY_S, rules.suppress_h * HOUR_S)
+    return {k: t for k, t in fired.items() if t >= horizon}
+
+
+class Step(NamedTuple):
+    """What one evaluation of a customer decided: the facts, what fired and when the timer next
+    looks, to keep; the alerts to open and to resolve, as the store takes them."""
+
+    facts: dict[str, Any]
+    fired: dict[str, float]
+    due: float | None
+    opened: list[dict[str, Any]]
+    resolved: list[dict[str, Any]]
+
+
+REMOVES = ("order",)  # touchpoint types that end a condition without an answer flag
+
+
+def evaluate(customer_id: str, facts: dict[str, Any] | None, fired: dict[str, float],
+             open_alerts: dict[str, tuple[str, float]], standing: Standing, touches: list[Touch],
+             rules: Rules, now: float, look_again: float | None = None) -> Step:
+    """Fold a customer's new touchpoints (none: time passed) into their facts, then decide at
+    ``now`` which alerts open and which resolve. A batch is weighed as a whole (an inbound
+    contact answered in the same batch never opens); what removed a condition is named by the
+    latest touchpoint that answers, resolves or orders, else the latest. ``look_again``: another
+    time the timer should look (when the value projection re-decides the customer)."""
+    facts = facts if facts is not None else new_facts()
+    for t in touches:
+        fold(facts, t, rules)
+    cause = None
+    if touches:
+        removing = [t for t in touches if t.answer or t.type in REMOVES] or touches
+        cause = max(removing, key=lambda t: t.at)
+    holding = conditions(facts, standing, rules, now)
+    opened, resolved = decide(customer_id, holding, open_alerts, fired, rules, now, cause)
+    fired = prune(fired, rules, now)
+    window = rules.suppress_h * HOUR_S
+    rows = []
+    for o in opened:
+        c = o.condition
+        fired[o.alert_id] = now
+        if c.rule in EPISODIC:
+            fired[f"rule:{c.rule}"] = now
+        rows.append({"alert_id": o.alert_id, "customer_id": customer_id, "rule": c.rule,
+                     "dedup_key": c.key, "severity": c.severity, "tier": standing.tier,
+                     "reason": c.reason, "evidence": list(c.evidence), "since": c.since,
+                     "opened_at": now, "suppress_until": now + window})
+    ended = [{"alert_id": r.alert_id, "at": now, "reason": r.reason, "event_id": r.event_id}
+             for r in resolved]
+    due = next_due(facts, standing, rules, now)
+    if look_again is not None and look_again > now:
+        due = look_again if due is None else min(due, look_again)
+    return Step(facts, fired, due, rows, ended)
 
 
 def _span(seconds: float) -> str:

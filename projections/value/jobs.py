@@ -341,8 +341,10 @@ DOCUMENT = (
     "'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))")
 
 
-async def tail_ids(settings: Any, topic: str, per_partition: int) -> list[str]:
-    """The change ids of the last ``per_partition`` records of each partition of ``topic``."""
+async def tail_ids(settings: Any, topic: str, per_partition: int,
+                   header: str = "ts-change-id") -> list[str]:
+    """The ids (in ``header``) of the last ``per_partition`` records of each partition of
+    ``topic``."""
     ends = await topic_ends(settings, topic)
     wanted = {p: end for p, end in ends.items() if end >= 0}
     if not wanted:
@@ -363,7 +365,7 @@ async def tail_ids(settings: Any, topic: str, per_partition: int) -> list[str]:
             got = await consumer.getmany(timeout_ms=500)
             for tp, records in got.items():
                 for r in records:
-                    ids += [v.decode() for k, v in r.headers if k == "ts-change-id"]
+                    ids += [v.decode() for k, v in r.headers if k == header]
                     if r.offset >= wanted.get(tp.partition, -1):
                         wanted.pop(tp.partition, None)
     finally:
@@ -417,23 +419,26 @@ async def _trailing(conn: psycopg.AsyncConnection, rates: dict[str, float],
 WATCH_S = 0.05  # how often the jobs process looks at its clock and its parent
 
 
-def run_process(settings: Any, cells: Any, parent: int, loglevel: str) -> None:
-    """The jobs of one projection worker, in their own process (``Value.start``). It stops on
-    SIGTERM or SIGINT, and when its worker is gone (even killed: the parent changes)."""
+def run_process(settings: Any, cells: Any, parent: int, loglevel: str,
+                jobs_class: type | None = None) -> None:
+    """The jobs of one projection worker (``Jobs``, or another class with the same ``start``,
+    ``changed`` and ``stop``: ``projections.alerts.jobs``), in their own process
+    (``Value.start``). It stops on SIGTERM or SIGINT, and when its worker is gone (even killed:
+    the parent changes)."""
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("kafka", "aiokafka"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    asyncio.run(_serve(settings, Clock(cells), parent))
+    asyncio.run(_serve(settings, Clock(cells), parent, jobs_class or Jobs))
 
 
-async def _serve(settings: Any, clock: Clock, parent: int) -> None:
+async def _serve(settings: Any, clock: Clock, parent: int, jobs_class: type) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    producer = new_producer(settings, "touchstream-value-jobs")
+    producer = new_producer(settings, f"touchstream-{jobs_class.__module__.split('.')[1]}-jobs")
     await producer.start()
-    jobs = Jobs(settings, producer, clock)
+    jobs = jobs_class(settings, producer, clock)
     jobs.start()
     seen = clock.changes
     try:

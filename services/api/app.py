@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from services import archive
-from services.api import customers, ops, value
+from services.api import alerts, customers, ops, value
 from services.api.openapi import with_components
 from services.config import Settings, get_settings
 from services.gateway import routes as gateway
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with archive.recorder(settings.database_url) as app.state.archive:
                 yield
         finally:
+            await app.state.alert_hub.stop()
             await app.state.pool.close()
             await app.state.producer.stop()
 
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gateway.router)
     app.include_router(value.router)  # before customers: /customers/{id}/value is more specific
     app.include_router(customers.router)
+    app.include_router(alerts.router)
+    alerts.setup(app, settings)
     app.include_router(ops.router)
     app.openapi = with_components(app)  # type: ignore[method-assign]
     app.add_exception_handler(gateway.Rejected, gateway.rejected_handler)

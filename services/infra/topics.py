@@ -34,7 +34,7 @@ def delete_topics(settings: Settings, names: list[str], timeout_s: float = 30) -
 
 def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s: float = 30) -> None:
     names = names or [settings.raw_topic, settings.log_topic, settings.dlq_topic,
-                      settings.customer_changes_topic]
+                      settings.customer_changes_topic, settings.alerts_topic]
     admin = _admin(settings, timeout_s)
     try:
         existing = set(admin.list_topics())

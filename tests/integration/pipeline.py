@@ -98,3 +98,52 @@ async def read_topic(settings: Settings, topic: str, n: int) -> list:
     finally:
         await consumer.stop()
     return records
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def api_process(settings: Settings):
+    """The API in a process of its own (``touchstream api``), as the platform runs it; yields
+    its base URL once it answers."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+           "DATABASE_URL": settings.database_url, "TOPIC_PREFIX": settings.topic_prefix,
+           "CONSUMER_GROUP_PREFIX": settings.consumer_group_prefix,
+           "SIGNING_KEY": settings.signing_key, "STATE_DIR": str(settings.state_dir),
+           "API_WORKERS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "services.cli", "api", "--port", str(port),
+                              "--loglevel", "warning"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"the API exited with {child.returncode}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the API did not answer")
+            time.sleep(0.1)
+        yield base
+    finally:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

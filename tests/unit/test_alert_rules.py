@@ -20,6 +20,7 @@ from projections.alerts.rules import (
     fold,
     new_facts,
     next_due,
+    prune,
     read,
 )
 
@@ -189,11 +190,35 @@ def test_ids_are_deterministic_and_suppression_stops_a_second_firing() -> None:
     facts = facts_of(Touch("f-1", "feedback", T0, scale="csat", score=1))
     held = conditions(facts, Standing("bronze"), RULES, T0 + 1)
     aid = alert_id(CUSTOMER, "dissatisfaction", "f-1")
-    # resolved by a person an hour after it fired: the same condition does not fire again
-    opened, _ = decide(CUSTOMER, held, {}, {aid: T0}, RULES, T0 + HOUR_S)
-    assert opened == []
-    opened, _ = decide(CUSTOMER, held, {}, {aid: T0}, RULES, T0 + RULES.suppress_h * HOUR_S + 1)
+    opened, _ = decide(CUSTOMER, held, {}, {}, RULES, T0 + 1)
     assert [o.alert_id for o in opened] == [aid]
+    # resolved by a person an hour after it fired: the same condition never fires again
+    for later in (T0 + HOUR_S, T0 + RULES.suppress_h * HOUR_S + 1, T0 + 29 * DAY_S):
+        opened, _ = decide(CUSTOMER, held, {}, {aid: T0}, RULES, later)
+        assert opened == []
+
+
+def test_a_condition_that_began_long_ago_is_history_not_news() -> None:
+    facts = facts_of(Touch("f-1", "feedback", T0, scale="csat", score=1))
+    held = conditions(facts, BRONZE, RULES, T0 + 31 * DAY_S)
+    assert [c.rule for c in held] == ["dissatisfaction"]
+    assert decide(CUSTOMER, held, {}, {}, RULES, T0 + 31 * DAY_S)[0] == []
+    # what has fired is kept as long as it could matter, then forgotten
+    fired = {"a": T0, "rule:model": T0 + 20 * DAY_S}
+    assert prune(fired, RULES, T0 + 25 * DAY_S) == fired
+    assert prune(fired, RULES, T0 + 31 * DAY_S) == {"rule:model": T0 + 20 * DAY_S}
+
+
+def test_campaigns_do_not_answer_and_conversations_do() -> None:
+    def doc(kind: str, **payload) -> dict:
+        return {"event_id": "e", "type": kind, "occurred_at": "2026-05-04T09:00:00+00:00",
+                "payload": payload}
+    assert not read(doc("email", direction="outbound", action="sent", campaign="spring-sale")).answer
+    assert read(doc("email", direction="outbound", action="sent", campaign=None)).answer
+    reached = read(doc("call", direction="inbound", outcome="answered"))
+    assert reached.answer and not reached.inbound
+    waiting = read(doc("call", direction="inbound", outcome="callback_requested"))
+    assert waiting.inbound and not waiting.answer
 
 
 def test_an_episode_stays_one_alert_while_it_holds() -> None:
