@@ -194,3 +194,52 @@ async def test_an_unanswered_contact_fires_on_time_alone_and_the_answer_resolves
                 assert done["resolved_by"] == "touchstream"
                 assert done["resolved_event_id"] == answer["event_id"]
                 assert "removed the condition" in done["resolution"]
+
+
+async def test_a_replay_sends_no_alert_reports_new_ones_and_keeps_what_people_did(settings):
+    from services import replay
+
+    settings = alert_settings(settings)
+    tag = uuid.uuid4().hex[:6]
+    async with running_stages(settings):
+        with api_process(settings) as base:
+            async with Watcher(base, {"rule": "complaint"}) as w, \
+                    httpx.AsyncClient(base_url=base) as client:
+                await post(base, complaint(f"p.{tag}@example.com", f"P-{tag}", "critical"))
+                await post(base, complaint(f"m.{tag}@example.com", f"M-{tag}", "medium"))
+                alert = (await eventually(lambda: w.alerts("opened"), 30))[0]["alert"]
+                r = await client.post(f"/v1/alerts/{alert['alert_id']}/ack", json={"by": "ana"})
+                assert r.status_code == 200
+                await eventually(lambda: _all_published(settings), 30)
+                logged = await rows(settings, "SELECT count(*) AS n FROM alert_log")
+                sent = await read_topic(settings, settings.alerts_topic, 2)
+
+                # thresholds changed: medium complaints alert too; the log is replayed
+                changed = settings.model_copy(update={
+                    "alert_complaint_severities": ["medium", "high", "critical"]})
+                outcome = await replay.Replay(changed, replay.closure(["alerts"]), "replay",
+                                              "kafka").run()
+                assert outcome.status == "swapped", replay.describe(outcome)
+                found = await rows(settings, "SELECT alert_id::text, dedup_key, status, "
+                                             "acknowledged_by FROM alerts WHERE rule = 'complaint' "
+                                             "ORDER BY dedup_key")
+                assert [(f["dedup_key"], f["status"], f["acknowledged_by"]) for f in found] == \
+                    [(f"M-{tag}", "open", None), (f"P-{tag}", "acknowledged", "ana")]
+                new = next(f["alert_id"] for f in found if f["dedup_key"] == f"M-{tag}")
+                assert new in outcome.new_alerts  # reported ...
+                await eventually(lambda: any(e.kind == "reload" for e in w.events), 15)
+                await asyncio.sleep(2.0)  # ... and sent to nobody
+                assert not any(a["alert"]["alert_id"] == new for a in w.alerts())
+                after = await rows(settings, "SELECT count(*) AS n FROM alert_log WHERE kind <> 'reload'")
+                assert after[0]["n"] == logged[0]["n"]
+                assert len(await read_topic(settings, settings.alerts_topic, len(sent))) == len(sent)
+
+                # the live stage goes on with the swapped tables
+                await post(base, complaint(f"q.{tag}@example.com", f"Q-{tag}", "critical"))
+                await eventually(lambda: any(a["alert"]["dedup_key"] == f"Q-{tag}"
+                                             for a in w.alerts("opened")), 30)
+
+
+async def _all_published(settings) -> bool:
+    return (await rows(settings, "SELECT count(*) AS n FROM alert_log "
+                                 "WHERE published_at IS NULL"))[0]["n"] == 0

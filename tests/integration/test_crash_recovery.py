@@ -13,7 +13,7 @@ import pytest
 from services.sample import SampleSpec, generate
 from services.sdk import TouchstreamProducer
 from tests.conftest import eventually
-from tests.integration.pipeline import count, rows
+from tests.integration.pipeline import count, read_topic, rows
 
 pytestmark = pytest.mark.integration
 EVENTS = 20_000
@@ -46,6 +46,7 @@ async def test_killed_worker_restarts_without_loss_or_duplicates(settings, tmp_p
         assert done_before < EVENTS, "the worker finished before it could be killed"
         worker = _worker(settings, tmp_path / "worker.log")
         await eventually(lambda: _contacts_at_least(settings, EVENTS), timeout_s=180)
+        await eventually(lambda: _alerts_published(settings), timeout_s=60)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -64,6 +65,34 @@ async def test_killed_worker_restarts_without_loss_or_duplicates(settings, tmp_p
         s: sum(1 for v in orders.values() if v == s) for s in set(orders.values())}
     assert await count(settings, "SELECT count(*) AS n FROM ts_processed_events "
                                  "WHERE processor = 'projections'") == EVENTS
+
+
+    # no alert event was logged or published twice, and the topic holds every one published
+    logged = await rows(settings, "SELECT seq, alert_id::text, kind, published_at IS NOT NULL AS "
+                                  "published FROM alert_log WHERE kind <> 'reload'")
+    assert logged, "the sample opened no alert"
+    assert len({(r["alert_id"], r["kind"]) for r in logged if r["kind"] == "opened"}) == \
+        sum(r["kind"] == "opened" for r in logged)
+    assert await count(settings, "SELECT count(*) AS n FROM alerts") == \
+        sum(r["kind"] == "opened" for r in logged)
+    on_topic = [int(dict(r.headers)["ts-alert-seq"]) for r in await _everything(
+        settings, settings.alerts_topic)]
+    assert len(on_topic) == len(set(on_topic)), "an alert event was published twice"
+    assert set(on_topic) == {r["seq"] for r in logged if r["published"]}
+
+
+async def _alerts_published(settings) -> bool:
+    return await count(settings, "SELECT count(*) AS n FROM alert_log "
+                                 "WHERE published_at IS NULL") == 0 and \
+        await count(settings, "SELECT count(*) AS n FROM alert_log") > 0
+
+
+async def _everything(settings, topic: str) -> list:
+    from services.kafka import topic_ends
+
+    ends = await topic_ends(settings, topic)
+    n = sum(e + 1 for e in ends.values() if e >= 0)
+    return await read_topic(settings, topic, n) if n else []
 
 
 async def _contacts_at_least(settings, n: int) -> bool:
