@@ -76,8 +76,11 @@ def example_requests(base_url: str, email: str, customer_id: str, intro: str) ->
   curl -s '{base_url}/v1/value/pareto'
   curl -s -X POST {base_url}/v1/touchpoints -H 'content-type: application/json' \\
     -d {shlex.quote(json.dumps(event))}
+  curl -s '{base_url}/v1/alerts?severity=high,critical&limit=5'
+  curl -sN '{base_url}/v1/alerts/stream'
   curl -s {base_url}/metrics | grep touchstream_
   OpenAPI: {base_url}/docs
+Churn alerts, live: {base_url}/ops  (in a terminal: .venv/bin/touchstream alerts tail --severity high)
 Ctrl-C stops everything."""
 
 
@@ -97,6 +100,7 @@ def after_sample(base_url: str, customers: int, events: int, seed: int) -> str:
                                 "Try (the workers are still behind; the lookup answers once they catch up):")
     name = profile["attributes"].get("name") or email
     print(value_summary(base_url), flush=True)
+    print(alerts_summary(base_url), flush=True)
     return example_requests(base_url, email, profile["customer_id"],
                             f"Try, for {name}, one of the sample's customers:")
 
@@ -130,6 +134,19 @@ def value_summary(base_url: str, timeout_s: float = 60) -> str:
         share = "n/a"
     return (f"value pyramid: {tiers}; the top 20% of buyers hold {share}\n"
             f"lifecycle: {stages}")
+
+
+def alerts_summary(base_url: str) -> str:
+    """The alerts the sample opened, by severity and rule (the rules weigh every customer as
+    their touchpoints commit; silences and missed service levels fire on the clock)."""
+    try:
+        found = httpx.get(f"{base_url}/v1/alerts/summary", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return "alerts: not readable yet (GET /v1/alerts/summary)"
+    severities = ", ".join(f"{k} {v}" for k, v in found["by_severity"].items() if v)
+    rules = ", ".join(f"{k} {v}" for k, v in found["by_rule"].items())
+    return (f"alerts: {found['active']} active ({severities or 'none yet'}); "
+            f"by rule: {rules or 'none yet'}")
 
 
 def without_sample(base_url: str) -> str:
