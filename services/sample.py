@@ -10,7 +10,8 @@ both sides of it: won back. Event times are the sorted uniforms over the window,
 time; each goes to a customer picked by activity among those active then (born, not gone, not
 pausing), and carries a non-empty subset of that customer's identifiers.
 Some events have follow-ups, due later: a complaint is resolved, an order, a call or a
-resolution gets a CSAT answer (unless the customer is pausing by then). Satisfaction answers
+resolution gets a CSAT answer, most inbound e-mails get an agent's reply and most callers not
+reached get a call back, within hours (unless the customer is pausing by then). Satisfaction answers
 (those and occasional NPS answers) follow the customer's disposition, less what their recent
 complaints still weigh. Some calls come from a contact center that logs calls at version 2,
 with how long the customer waited. Output is locally shuffled, as real feeds arrive out of order.
@@ -109,6 +110,9 @@ GRIEVANCE = {"low": 0.25, "medium": 0.4, "high": 0.6, "critical": 0.8}
 GRUDGE_DAYS = 30
 # share of placed orders, conversations and resolved complaints that get a CSAT answer
 CSAT_AFTER = {"order": 0.15, "call": 0.15, "complaint": 0.3}
+# the contact center answers most inbound e-mails and calls back most callers it missed, after
+# a few hours (mean seconds); the rest wait, which is what the unanswered-contact alert is for
+ANSWERED = {"email": (0.85, 5 * 3600.0), "call": (0.7, 3 * 3600.0)}
 # what the experience itself adds to the feeling: a cancelled order, an escalated call
 ORDER_LIFT = {"placed": 0.0, "cancelled": -0.2, "refunded": -0.15}
 CALL_LIFT = {"answered": 0.0, "resolved": 0.05, "escalated": -0.15, "callback_requested": -0.1}
@@ -425,6 +429,7 @@ class _Touchpoints:
         self.rng, self.seed, self.days = rng, spec.seed, spec.days
         # waits come from a generator of their own, so that every other value stays what it was
         self.waits = Random(f"{spec.seed}:waits")
+        self.agents = Random(f"{spec.seed}:agents")  # replies and call-backs
         self.prices = [max(99, round(rng.lognormvariate(3.0, 0.8) * 100)) for _ in range(400)]
         self.pending: list[tuple] = []  # (due, ticket, customer, follow-up, its detail)
         self.tickets = count()
@@ -466,6 +471,7 @@ class _Touchpoints:
         if r() < 0.12:
             action = "replied" if r() < 0.6 else "sent"
             subject = "Re: your order" if action == "replied" else "Question about my order"
+            self.answer_later("email", c, t, subject)
             return {"direction": "inbound", "action": action, "subject": subject, "campaign": None}
         campaign = _any(r, CAMPAIGNS)
         return {
@@ -485,8 +491,11 @@ class _Touchpoints:
             if r() < CSAT_AFTER["call"]:  # the survey after the call, answered within hours
                 due = self.after(t, seconds + 300.0 + self.rng.expovariate(1 / 3600))
                 self.later(due, c, self.csat, ({"call_event_id": event_id}, CALL_LIFT[outcome]))
+        inbound = r() < 0.75
+        if inbound and not talked or outcome == "callback_requested":
+            self.answer_later("call", c, t, None)
         payload = {
-            "direction": "inbound" if r() < 0.75 else "outbound",
+            "direction": "inbound" if inbound else "outbound",
             "duration_s": round(seconds, 1),
             "outcome": outcome,
             "agent": f"agent-{1 + int(r() * 40):02d}" if talked else None,
@@ -551,6 +560,24 @@ class _Touchpoints:
     def feedback(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
         """An answer to the occasional NPS survey ("how likely are you to recommend us?")."""
         return self.answer(c, t, "nps", {}, 0.0)
+
+    def answer_later(self, kind: str, c: _Customer, t: float, subject: str | None) -> None:
+        share, mean_s = ANSWERED[kind]
+        a = self.agents
+        if a.random() < share:
+            self.later(self.after(t, 600.0 + a.expovariate(1 / mean_s)), c, self.agent_answer,
+                       (kind, subject))
+
+    def agent_answer(self, c: _Customer, t: float, detail: tuple[str, str | None]) -> tuple[str, dict]:
+        """An agent's reply to an inbound e-mail, or a call back to a caller not reached."""
+        kind, subject = detail
+        a = self.agents
+        if kind == "email":
+            return "email", {"direction": "outbound", "action": "sent",
+                             "subject": f"Re: {subject}", "campaign": None}
+        return "call", {"direction": "outbound", "duration_s": round(60 + a.expovariate(1 / 180), 1),
+                        "outcome": "answered", "agent": f"agent-{1 + int(a.random() * 40):02d}",
+                        "topic": _any(a.random, TOPICS)}
 
     def csat(self, c: _Customer, t: float, detail: tuple[dict, float]) -> tuple[str, dict]:
         """An answer to the CSAT survey after an order, a call or a resolved complaint."""
