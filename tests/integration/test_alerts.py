@@ -243,3 +243,29 @@ async def test_a_replay_sends_no_alert_reports_new_ones_and_keeps_what_people_di
 async def _all_published(settings) -> bool:
     return (await rows(settings, "SELECT count(*) AS n FROM alert_log "
                                  "WHERE published_at IS NULL"))[0]["n"] == 0
+
+
+async def test_a_silence_fires_with_no_new_event_and_the_next_order_ends_it(settings):
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = today - timedelta(days=10)
+    # purchase days 10, 9 and 8 days ago: a rhythm of one day; silence k chosen so that it
+    # begins 4 seconds from now
+    k = ((now + timedelta(seconds=4)) - (today - timedelta(days=8))).total_seconds() / 86400
+    settings = alert_settings(settings).model_copy(update={"alert_silence_k": k})
+    email = f"s.{uuid.uuid4().hex[:6]}@example.com"
+    orders = [touchpoint("order", email=email, at=first + timedelta(days=d, hours=12),
+                         order_id=f"S-{email}-{d}") for d in range(3)]
+    async with running_stages(settings):
+        with api_process(settings) as base:
+            async with Watcher(base, {"rule": "silence"}) as w:
+                for o in orders:
+                    await post(base, o)
+                await asyncio.sleep(1.5)
+                assert w.alerts() == []
+                opened = await eventually(lambda: w.alerts("opened"), 30)
+                assert "no purchase for" in opened[0]["alert"]["reason"]
+                order = touchpoint("order", email=email, at=datetime.now(UTC), order_id=f"S-{email}-n")
+                await post(base, order)
+                resolved = await eventually(lambda: w.alerts("resolved"), 30)
+                assert resolved[0]["alert"]["resolved_event_id"] == order["event_id"]
