@@ -244,3 +244,26 @@ def test_timers_give_the_earliest_condition_waiting_on_time() -> None:
     assert next_due(new_facts(), Standing("bronze"), RULES, T0) is None
     when = datetime.fromtimestamp(due, UTC) - datetime.fromtimestamp(T0, UTC)
     assert when == timedelta(hours=9)
+
+
+def test_a_batch_is_weighed_as_a_whole_and_the_answer_is_named() -> None:
+    from projections.alerts.rules import evaluate
+
+    asked, answered = inbound("in-1", T0), answer("out-1", T0 + 30 * HOUR_S)
+    # asked and answered in one batch, decided a day and a half later: nothing opens
+    step = evaluate(CUSTOMER, None, {}, {}, BRONZE, [asked, answered], RULES, T0 + 36 * HOUR_S)
+    assert step.opened == [] and step.resolved == []
+    # asked, then (time passing) the alert, then the answer in a later batch: resolved by it
+    first = evaluate(CUSTOMER, None, {}, {}, BRONZE, [asked], RULES, T0 + 25 * HOUR_S)
+    [row] = first.opened
+    assert (row["rule"], row["evidence"], row["tier"]) == ("unanswered", ["in-1"], "bronze")
+    assert first.fired == {row["alert_id"]: T0 + 25 * HOUR_S}
+    later = evaluate(CUSTOMER, first.facts, first.fired, {row["alert_id"]: ("unanswered", row["since"])},
+                     BRONZE, [answered, Touch("v-1", "web_visit", T0 + 31 * HOUR_S, engaged=True)],
+                     RULES, T0 + 32 * HOUR_S)
+    [ended] = later.resolved
+    assert ended["event_id"] == "out-1" and "removed the condition" in ended["reason"]
+    # the timer looks again when nothing waits on time but value will re-decide the customer
+    assert later.due is not None
+    quiet = evaluate(CUSTOMER, None, {}, {}, BRONZE, [], RULES, T0, look_again=T0 + 60)
+    assert quiet.due == T0 + 60 and quiet.opened == []
