@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from services import archive
-from services.api import alerts, customers, ops, value
+from services.api import alerts, customers, ops, ops_page, value
 from services.api.openapi import with_components
 from services.config import Settings, get_settings
 from services.gateway import routes as gateway
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     alerts.setup(app, settings)
     app.include_router(ops.router)
+    app.include_router(ops_page.router)
     app.openapi = with_components(app)  # type: ignore[method-assign]
     app.add_exception_handler(gateway.Rejected, gateway.rejected_handler)
 
