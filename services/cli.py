@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_schemas)
     p = sub.add_parser("replay", help="rebuild projections from the log while the live ones serve")
     p.add_argument("projection", nargs="?", default="all",
-                   help="contacts, orders, profile, value or all (default); with those it reads")
+                   help="contacts, orders, profile, value, alerts or all (default); with those it reads")
     p.add_argument("--source", choices=("archive", "kafka"), default="archive",
                    help="the archive, then the topic from where it stops (default); or the topic")
     p.add_argument("--until", help="only events that occurred up to this ISO 8601 time: built into "
