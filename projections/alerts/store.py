@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS alert_log (
     alert_id     uuid,
     customer_id  uuid,
     kind         text        NOT NULL,  -- opened | acknowledged | snoozed | woke | resolved | reload
-    alert        jsonb,                 -- the alert as it stood after the event
+    alert        json,                  -- the alert as it stood after the event (fields in order)
     recorded_at  timestamptz NOT NULL DEFAULT now(),
     published_at timestamptz            -- on topic alerts since (reload: never published)
 );
@@ -80,7 +80,7 @@ def _ts(column: str) -> str:
 
 # An alert as the API, the stream and topic ``alerts`` show it (row alias ``a``).
 DOCUMENT = (
-    "jsonb_build_object('alert_id', a.alert_id, 'customer_id', a.customer_id, 'rule', a.rule, "
+    "json_build_object('alert_id', a.alert_id, 'customer_id', a.customer_id, 'rule', a.rule, "
     "'dedup_key', a.dedup_key, 'severity', a.severity, 'tier', a.tier, 'status', a.status, "
     "'reason', a.reason, 'evidence', a.evidence, "
     f"'since', {_ts('a.since')}, 'opened_at', {_ts('a.opened_at')}, "
