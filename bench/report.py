@@ -96,6 +96,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          "p99 < 500", _verdict(fresh.get("p99_ms"), 500, lower=True)),
         *_value_freshness_row((r.get("freshness") or {}).get("value")),
         *_archive_window_row(fresh.get("archive_window")),
+        *alert_rows(r.get("alerts")),
         ("profile lookup p99 idle / under load (ms)",
          f"{_fmt(prof.get('idle_p99_ms'))} / {_fmt(prof.get('load_p99_ms'))}", "load p99 < 10",
          _verdict(prof.get("load_p99_ms"), 10, lower=True)),
@@ -117,9 +118,14 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def _projections(p: dict[str, Any]) -> str:
-    """The projections the pipeline ran: every registered one (older results do not say)."""
+    """The projections the pipeline ran: every registered one (older results do not say). The
+    churn alerts are named when they ran: their rules weigh each batch, and their jobs process
+    (timer, relay) runs beside the value jobs."""
     names = p.get("projections")
-    return f"every projection ({', '.join(names)})" if names else "every registered projection"
+    if not names:
+        return "every registered projection"
+    included = ", churn alerts included" if "alerts" in names else ""
+    return f"every projection{included} ({', '.join(names)})"
 
 
 def _cpu_row(p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -128,8 +134,10 @@ def _cpu_row(p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if not by:
         return []
     total = p.get("cpu_us_per_event_total", sum(by.values()))
+    jobs = " (value and alert jobs)" if "alerts" in (p.get("projections") or ()) else ""
     rows = [("pipeline CPU per event (µs), all processes", _fmt(float(total)), "",
-             ", ".join(f"{k} {_fmt(float(v))}" for k, v in sorted(by.items())))]
+             ", ".join(f"{k}{jobs if k.endswith('_jobs') else ''} {_fmt(float(v))}"
+                       for k, v in sorted(by.items())))]
     if "worker_archive" in by:
         rows.append(("archive stage CPU per event (µs), its worker", _fmt(float(by["worker_archive"])),
                      "", "its PostgreSQL share is in the database's figure above"))
@@ -164,6 +172,88 @@ def _archive_window_row(w: dict[str, Any] | None) -> list[tuple[str, str, str, s
     return [(f"accepted -> archived window p50 / p99 / max (ms), {_fmt(w.get('events'))} events at "
              "2,000/s", f"{_fmt(w.get('p50_ms'))} / {_fmt(w.get('p99_ms'))} / {_fmt(w.get('max_ms'))}",
              "", "events acknowledged and not yet archived when an embedded broker dies are lost")]
+
+
+def alert_rows(a: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """Complaint -> alert stream latency under the background load, and the fan-out to many
+    watchers with and without it: delivery latency, what was missing, and what it cost the API
+    and the client."""
+    if not a:
+        return []
+    if a.get("error"):
+        return [("complaint -> alert stream p50 / p99 / max (ms)", _cell(a["error"]), "p99 < 500", "")]
+    lat = a["latency"]
+    out = [(f"complaint -> alert stream p50 / p99 / max (ms), {_fmt(lat['accepted'])} complaints "
+            f"at {_fmt(lat['offered_per_s'])}/s{_under(lat)}",
+            f"{_fmt(lat['p50_ms'])} / {_fmt(lat['p99_ms'])} / {_fmt(lat['max_ms'])}",
+            f"p99 < {lat['target_p99_ms']:,.0f}",
+            f"{_verdict(lat['p99_ms'], lat['target_p99_ms'], lower=True)} (delivered "
+            f"{_fmt(lat['delivered'])} of {_fmt(lat['expected'])}; POST p99 "
+            f"{_fmt(lat['post_p99_ms'])} ms; from recorded_at p99 {_fmt(lat['from_recorded_p99_ms'])} ms"
+            f"{_load_note(lat)}; API {_fmt(lat['cpu']['pct_of_a_core']['api'])}% of a core"
+            f"{_machine(lat)})")]
+    for key in ("fanout", "fanout_alone"):
+        if a.get(key):
+            out += _fanout_rows(a[key], a["api_workers"])
+    return out
+
+
+def _fanout_rows(fan: dict[str, Any], api_workers: int) -> list[tuple[str, str, str, str]]:
+    missing, cpu = fan["missing"], fan["cpu"]
+    name = f"alert fan-out to {_fmt(fan['watchers'])} watchers{_under(fan)}"
+    others = ", ".join(f"{k} {_fmt(v)}%" for k, v in sorted(cpu["pct_of_a_core"].items())
+                       if k not in ("api", "client"))
+    per = ("" if fan.get("background") else
+           f"; {_fmt(fan.get('api_cpu_us_per_delivery'))} µs of API CPU per delivery")
+    return [
+        (f"{name}, {_fmt(fan['accepted'])} alerts at {_fmt(fan['offered_per_s'])}/s on "
+         f"{api_workers} API processes ({'/'.join(map(str, fan['watchers_per_api_process']))} "
+         "watchers): delivery from the POST p50 / p99 / max (ms)",
+         f"{_fmt(fan['p50_ms'])} / {_fmt(fan['p99_ms'])} / {_fmt(fan['max_ms'])}",
+         "every watcher gets every alert",
+         f"{'met' if not missing and fan['expected'] else 'missed'}: delivered "
+         f"{_fmt(fan['delivered'])} of {_fmt(fan['expected'])}, missing {_fmt(missing)}"
+         f"{_repeated(fan)}; "
+         f"from recorded_at p50 / p99 {_fmt(fan['from_recorded_p50_ms'])} / "
+         f"{_fmt(fan['from_recorded_p99_ms'])} ms{_load_note(fan)}"),
+        (f"{name}: API processes' CPU over the {_fmt(cpu['seconds'])} s window, s (% of a core)",
+         f"{_fmt(cpu['cpu_s']['api'])} ({_fmt(cpu['pct_of_a_core']['api'])}%)", "",
+         f"per API process {' / '.join(_fmt(x) for x in cpu.get('api_processes_cpu_s', []))} s{per}; "
+         f"followers of the alert log {fan.get('log_followers')} (one per API process by design); "
+         f"the watchers' client {_fmt(cpu['cpu_s']['client'])} s "
+         f"({_fmt(cpu['pct_of_a_core']['client'])}% of a core); others: {others}{_machine(fan)}"),
+    ]
+
+
+def _repeated(x: dict[str, Any]) -> str:
+    n = (x.get("events_by_kind") or {}).get("repeated")
+    return f", {_fmt(n)} delivered twice" if n else ""
+
+
+def _machine(x: dict[str, Any]) -> str:
+    """How busy the machine was over the window, and the CPU spent outside the platform, the
+    client and the load generator (other work on the machine: the figures are not ours alone)."""
+    cpu, b = x["cpu"], x.get("background") or {}
+    if "machine_other_s" not in cpu:
+        return ""
+    other = cpu["machine_other_s"] - ((b.get("generator") or {}).get("cpu_s") or 0.0)
+    return (f"; the machine {_fmt(cpu['machine_busy_pct'])}% busy, "
+            f"{_fmt(max(other, 0.0))} s of CPU elsewhere")
+
+
+def _under(x: dict[str, Any]) -> str:
+    b = x.get("background")
+    return f" under {_fmt(b['offered_rps'])} POSTs/s" if b else ", no background load"
+
+
+def _load_note(x: dict[str, Any]) -> str:
+    b = x.get("background")
+    if not b:
+        return ""
+    errors = "".join(f", {_fmt(n)} never sent (the generator's queue)" if s == "-1" else
+                     f", {_fmt(n)} answered {s}" for s, n in (b.get("errors") or {}).items())
+    return (f"; background {_fmt(b['achieved_rps'])}/s achieved, its POST p99 "
+            f"{_fmt(b['p99_ms'])} ms{errors}")
 
 
 def _replay_rows(r: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:

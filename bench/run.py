@@ -12,7 +12,19 @@ from typing import Any
 
 import orjson
 
-from bench import freshness, ingest, isolation, limits, peers, pipeline, queries, replay, report, value
+from bench import (
+    alerts,
+    freshness,
+    ingest,
+    isolation,
+    limits,
+    peers,
+    pipeline,
+    queries,
+    replay,
+    report,
+    value,
+)
 from bench.baseline import BASELINE_TYPES, DEFAULT_REF, Baseline
 from bench.env import BenchEnv, raw_records
 from projections import REGISTRY
@@ -135,6 +147,16 @@ def value_freshness(env: BenchEnv, quick: bool) -> dict[str, Any]:
         return {"error": repr(exc), "p50_ms": None, "p99_ms": None}
 
 
+def alert_figures(env: BenchEnv, quick: bool) -> dict[str, Any]:
+    """Complaint -> alert stream latency and the fan-out (``alerts.run``); an error is reported,
+    not hidden."""
+    try:
+        return alerts.run(env, quick, log=log)
+    except Exception as exc:  # noqa: BLE001 - reported beside the other figures
+        log(f"alerts failed: {exc!r}")
+        return {"error": repr(exc)}
+
+
 def _type(value: bytes) -> str:
     return orjson.loads(value)["type"]
 
@@ -172,6 +194,9 @@ def main(events: int | None, quick: bool, out: Path | None, state_dir: Path,
         env.discard()
         log("freshness: a known customer's order until its value shows it")
         result["freshness"]["value"] = value_freshness(env, quick)
+        env.discard()
+        log(f"alerts: complaint -> alert stream, {alerts.WATCHERS} watchers, with and without load")
+        result["alerts"] = alert_figures(env, quick)
         env.discard()
         log("queries: profile and timeline, idle and under load")
         result["query"] = queries.run(
