@@ -353,13 +353,16 @@ class Hub:
         self.subscribers: set[Subscriber] = set()
         self.task: asyncio.Task | None = None
         self.position = 0
+        self._starting = asyncio.Lock()
 
     async def ensure(self) -> None:
-        if self.task is None or self.task.done():
-            async with await psycopg.AsyncConnection.connect(self.settings.database_url,
-                                                             autocommit=True) as conn:
-                self.position = (await store.log_bounds(conn))[1]
-            self.task = asyncio.create_task(self._follow())
+        """Start following, once: streams that connect together wait for one start."""
+        async with self._starting:
+            if self.task is None or self.task.done():
+                async with await psycopg.AsyncConnection.connect(self.settings.database_url,
+                                                                 autocommit=True) as conn:
+                    self.position = (await store.log_bounds(conn))[1]
+                self.task = asyncio.create_task(self._follow())
 
     def subscribe(self, filters: Filters, size: int) -> Subscriber:
         sub = Subscriber(filters, size)

@@ -269,3 +269,20 @@ async def test_a_silence_fires_with_no_new_event_and_the_next_order_ends_it(sett
                 await post(base, order)
                 resolved = await eventually(lambda: w.alerts("resolved"), 30)
                 assert resolved[0]["alert"]["resolved_event_id"] == order["event_id"]
+
+
+async def test_streams_that_connect_together_share_one_follower_of_the_log(settings):
+    from services.api.alerts import Hub
+
+    hub, started = Hub(settings), []
+    follow = hub._follow
+
+    def counted():
+        started.append(1)
+        return follow()
+    hub._follow = counted  # type: ignore[method-assign]
+    await asyncio.gather(*(hub.ensure() for _ in range(50)))
+    try:
+        assert started == [1]
+    finally:
+        await hub.stop()
