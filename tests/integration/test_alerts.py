@@ -286,3 +286,40 @@ async def test_streams_that_connect_together_share_one_follower_of_the_log(setti
         assert started == [1]
     finally:
         await hub.stop()
+
+
+async def test_a_client_that_falls_behind_is_told_where_to_resume_not_thinned(settings):
+    from types import SimpleNamespace
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from projections.alerts.store import Entry
+    from services.api.alerts import Filters, Hub, _events
+
+    s = settings.model_copy(update={"alert_stream_queue": 10})
+    pool = AsyncConnectionPool(s.database_url, min_size=1, max_size=2, open=False)
+    await pool.open()
+    hub = Hub(s)
+
+    async def connected() -> bool:
+        return False
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=s, pool=pool)),
+                              is_disconnected=connected)
+    stream = _events(request, hub, Filters(None, None, None, None), None)
+    try:
+        ready = await stream.__anext__()
+        assert (ready.event, ready.id) == ("ready", "0")
+        alert = {"severity": "high", "tier": "gold", "rule": "complaint", "customer_id": "c"}
+        hub._dispatch(Entry(1, "opened", alert, datetime.now(UTC)))
+        first = await stream.__anext__()
+        assert (first.event, first.id) == ("opened", "1")
+        for seq in range(2, 14):  # more than the client's queue holds, none of them read
+            hub._dispatch(Entry(seq, "opened", alert, datetime.now(UTC)))
+        told = await stream.__anext__()
+        assert told.event == "overflow" and told.data["position"] == 1
+        with pytest.raises(StopAsyncIteration):
+            await stream.__anext__()
+        assert hub.subscribers == set()
+    finally:
+        await stream.aclose()
+        await pool.close()
