@@ -28,6 +28,7 @@ Severity starts at each rule's level and rises with the tier.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -276,7 +277,7 @@ def conditions(facts: dict[str, Any], standing: Standing, rules: Rules, now: flo
         out.append(Condition("engagement", str(started), sev("engagement", tier),
                              f"{recent:.1f} visits and e-mail engagements a week over the last "
                              f"{rules.engagement_weeks} weeks, against {baseline:.1f} before",
-                             (), started * WEEK_S))
+                             (), (started + rules.engagement_weeks) * WEEK_S))
     return out
 
 
@@ -318,8 +319,8 @@ def next_due(facts: dict[str, Any], standing: Standing, rules: Rules, now: float
     silence = _silence_due(standing, rules)
     if silence is not None:
         dues.append(silence)
-    if facts["weeks"]:  # engagement is weighed at each week's end
-        dues.append((int(now // WEEK_S) + 1) * WEEK_S)
+    if sum(facts["weeks"].values()) >= rules.engagement_min_per_week * rules.engagement_baseline_weeks:
+        dues.append((int(now // WEEK_S) + 1) * WEEK_S)  # a habit to lose: weighed at week ends
     later = [d for d in dues if d > now]
     return min(later) if later else None
 
@@ -430,6 +431,8 @@ def evaluate(customer_id: str, facts: dict[str, Any] | None, fired: dict[str, fl
     ended = [{"alert_id": r.alert_id, "at": now, "reason": r.reason, "event_id": r.event_id}
              for r in resolved]
     due = next_due(facts, standing, rules, now)
+    if any(rule == "engagement" for rule, _ in open_alerts.values()):  # ends at a week's end
+        look_again = min(look_again or math.inf, (int(now // WEEK_S) + 1) * WEEK_S)
     if look_again is not None and look_again > now:
         due = look_again if due is None else min(due, look_again)
     return Step(facts, fired, due, rows, ended)

@@ -48,8 +48,8 @@ def test_readme_quickstart_publish_then_read(tmp_path):
     port = free_port()
     platform = Platform(Settings(state_dir=tmp_path, http_port=port)).start()
     try:
-        publish, read = [c.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-                         for c in quickstart_commands()]
+        publish, read, complain, alerts = [c.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+                                           for c in quickstart_commands()]
         accepted = json.loads(subprocess.run(publish, shell=True, check=True, capture_output=True,
                                              text=True).stdout)
         assert len(accepted["accepted"]) == 1
@@ -64,6 +64,16 @@ def test_readme_quickstart_publish_then_read(tmp_path):
         assert profile, "the published touchpoint never reached the profile"
         assert profile["counts"]["by_type"] == {"call": 1}
         assert profile["last_contact"]["event_id"] == accepted["accepted"][0]
+        filed = json.loads(subprocess.run(complain, shell=True, check=True, capture_output=True,
+                                          text=True).stdout)["accepted"]
+        deadline, found = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not found:
+            out = subprocess.run(alerts, shell=True, check=True, capture_output=True, text=True).stdout
+            found = json.loads(out)["items"]
+            time.sleep(0.2)
+        assert found, "the complaint opened no alert"
+        assert (found[0]["severity"], found[0]["evidence"]) == ("critical", filed)
+        assert found[0]["customer_id"] == profile["customer_id"]
     finally:
         platform.stop()
 

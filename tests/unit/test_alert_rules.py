@@ -179,6 +179,10 @@ def test_engagement_drop_against_the_customers_own_baseline() -> None:
     now = (week0 + 16) * WEEK_S + 60  # four whole weeks without a visit
     drop = holding(facts, now)["engagement"][0]
     assert "0.0 visits" in drop.reason and "against 3.0" in drop.reason
+    # it shows when the last whole week closes, so it is news then, late in a week too
+    assert drop.since == (week0 + 16) * WEEK_S
+    later = now + 6 * DAY_S
+    assert decide(CUSTOMER, conditions(facts, BRONZE, RULES, later), {}, {}, RULES, later)[0]
     kept = facts_of(*habit, *(Touch(f"r-{w}", "web_visit", (week0 + w) * WEEK_S + 7200, engaged=True)
                               for w in range(12, 16) for _ in range(2)))
     assert "engagement" not in holding(kept, now)
@@ -263,7 +267,11 @@ def test_a_batch_is_weighed_as_a_whole_and_the_answer_is_named() -> None:
                      RULES, T0 + 32 * HOUR_S)
     [ended] = later.resolved
     assert ended["event_id"] == "out-1" and "removed the condition" in ended["reason"]
-    # the timer looks again when nothing waits on time but value will re-decide the customer
-    assert later.due is not None
+    # nothing waits on time (one visit is no habit to lose: no look at the week's end) ...
+    assert later.due is None
+    habit = {str(int(T0 // WEEK_S) - w): 2 for w in range(1, 13)}
+    assert evaluate(CUSTOMER, {**first.facts, "weeks": habit}, {}, {}, BRONZE, [], RULES,
+                    T0).due == (int(T0 // WEEK_S) + 1) * WEEK_S
+    # ... but value will re-decide the customer: the timer looks again then
     quiet = evaluate(CUSTOMER, None, {}, {}, BRONZE, [], RULES, T0, look_again=T0 + 60)
     assert quiet.due == T0 + 60 and quiet.opened == []
