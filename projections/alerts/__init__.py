@@ -15,7 +15,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,12 +32,11 @@ REVIEW_LAG_S = 10.0  # the timer looks again this long after value re-decides a 
 
 class Alerts(Projection):
     name = "alerts"
-    # alert_log is not swapped: its positions are the stream's
-    tables = ("alert_state", "alert_engagement", "alerts")
+    tables = ("alert_state", "alerts")  # alert_log is not swapped: its positions are the stream's
     needs = ("value",)
     # A rebuild decides by event time what the live stage decided by the clock (and a person's
     # actions are not in the log): compared by row count.
-    unstable = {"alert_state": ("*",), "alert_engagement": ("*",), "alerts": ("*",)}
+    unstable = {"alert_state": ("*",), "alerts": ("*",)}
     ddl = store.DDL
 
     def __init__(self, settings: Any = None):
@@ -82,20 +81,11 @@ class Alerts(Projection):
 
     async def write(self, conn: psycopg.AsyncConnection,
                     readings: list[tuple[str, rules.Touch]]) -> Callable[[], None] | None:
-        """Engagement is counted (no condition changes with it before the week ends, when the
-        timer weighs it); customers with touchpoints the rules weigh at once are weighed now."""
-        engaged: Counter[tuple[str, int]] = Counter()
         touches: dict[str, list[rules.Touch]] = defaultdict(list)
         for customer_id, t in readings:
-            if t.engaged:
-                engaged[(customer_id, int(t.at // rules.WEEK_S))] += 1
-            if t.inbound or t.answer or t.scale or t.complaint_id or t.type == "order":
-                touches[customer_id].append(t._replace(engaged=False))  # counted above
+            touches[customer_id].append(t)
         self.clock.saw(datetime.fromtimestamp(max(t.at for _, t in readings), UTC))
         now = self.clock.now().timestamp()
-        await store.engage(conn, engaged, (int(now // rules.WEEK_S) + 1) * rules.WEEK_S)
-        if not touches:
-            return None
         held = await store.load(conn, list(touches))
         steps = [step(h, touches[h.customer_id], self.rules, now) for h in held]
         logged = await save(conn, steps)

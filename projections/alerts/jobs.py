@@ -128,9 +128,6 @@ class AlertJobs:
             if time.monotonic() - self._pruned > PRUNE_EVERY_S:
                 self._pruned = time.monotonic()
                 await store.prune_log(conn, self.settings.alert_log_retention_h)
-                r = self.rules
-                await store.prune_engagement(conn, int(self.clock.now().timestamp() // rules.WEEK_S)
-                                             - r.engagement_weeks - r.engagement_baseline_weeks - 1)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_TIMER,))
         self._wake.set()

@@ -1,9 +1,7 @@
 """Alert read models: ``alert_state`` (per customer, what the rules keep of the touchpoints, what
 has fired, when the timer next looks), ``alerts`` (every alert as it now stands) and ``alert_log``
 (every lifecycle event of every alert, in commit order: the positions of the live stream and the
-outbox of topic ``alerts``). A customer's weekly engagement is counted apart, in
-``alert_engagement``: a visit or an opened e-mail adds to a narrow row without reading anything,
-and the rules read the counts with the rest of the customer.
+outbox of topic ``alerts``).
 
 Every change of an alert and its log entry are one statement, in the writer's transaction: an
 alert is opened once (``ON CONFLICT DO NOTHING`` on its deterministic id) and a change applies
@@ -21,7 +19,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.types.json import Jsonb
 
-from projections.alerts.rules import Standing, new_facts
+from projections.alerts.rules import Standing
 from projections.sql import UNPACK, pack
 
 CHANNEL = "ts_alerts"
@@ -34,12 +32,6 @@ CREATE TABLE IF NOT EXISTS alert_state (
     updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS alert_state_due ON alert_state (due_at) WHERE due_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS alert_engagement (
-    customer_id uuid NOT NULL,
-    week        int  NOT NULL,                  -- weeks since 1970-01-01 (a Thursday), UTC
-    n           int  NOT NULL,                  -- web visits and e-mail engagements that week
-    PRIMARY KEY (customer_id, week)
-);
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id          uuid PRIMARY KEY,         -- from (customer_id, rule, dedup_key)
     customer_id       uuid        NOT NULL,
@@ -117,8 +109,7 @@ SELECT c.id::text, s.facts, s.fired, s.updated_at, v.tier, v.p_alive, v.frequenc
        extract(epoch FROM v.last_purchase::timestamp AT TIME ZONE 'UTC'),
        extract(epoch FROM v.review_at),
        (SELECT jsonb_object_agg(a.alert_id, jsonb_build_array(a.rule, extract(epoch FROM a.since)))
-          FROM alerts a WHERE a.customer_id = c.id AND a.status <> 'resolved'),
-       (SELECT jsonb_object_agg(e.week, e.n) FROM alert_engagement e WHERE e.customer_id = c.id)
+          FROM alerts a WHERE a.customer_id = c.id AND a.status <> 'resolved')
 FROM {source}
 LEFT JOIN alert_state s ON s.customer_id = c.id
 LEFT JOIN customer_value v ON v.customer_id = c.id
@@ -126,11 +117,7 @@ LEFT JOIN customer_value v ON v.customer_id = c.id
 
 
 def _held(row: tuple) -> Held:
-    cid, facts, fired, updated, tier, p_alive, frequency, first, last, review, open_, weeks = row
-    if facts is None and weeks:
-        facts = new_facts()
-    if facts is not None:
-        facts["weeks"] = weeks or {}
+    cid, facts, fired, updated, tier, p_alive, frequency, first, last, review, open_ = row
     standing = Standing(tier or "prospect", p_alive, frequency or 0,
                         float(first) if first is not None else None,
                         float(last) if last is not None else None)
@@ -189,36 +176,8 @@ async def save_states(conn: psycopg.AsyncConnection,
         "ON CONFLICT (customer_id) DO UPDATE SET facts = excluded.facts, "
         "fired = alert_state.fired || excluded.fired, due_at = excluded.due_at, "
         "updated_at = excluded.updated_at",
-        (Jsonb([{"customer_id": c, "facts": {k: v for k, v in f.items() if k != "weeks"},
-                 "fired": fired, "due_at": _iso(d) if d is not None else None}
-                for c, f, fired, d in states]),))
-
-
-async def engage(conn: psycopg.AsyncConnection, counts: dict[tuple[str, int], int],
-                 due: float) -> None:
-    """Add to the customers' weekly engagement counts ((customer id, week) -> how many), and
-    make sure the timer weighs each of them by ``due`` (the end of the current week)."""
-    if not counts:
-        return
-    keys = list(counts)
-    await conn.execute(
-        "INSERT INTO alert_engagement (customer_id, week, n) "
-        "SELECT * FROM unnest(%s::uuid[], %s::int[], %s::int[]) "
-        "ON CONFLICT (customer_id, week) DO UPDATE SET n = alert_engagement.n + excluded.n",
-        ([c for c, _ in keys], [w for _, w in keys], [counts[k] for k in keys]))
-    customers = sorted({c for c, _ in keys})
-    await conn.execute(
-        "INSERT INTO alert_state (customer_id, facts, due_at) "
-        "SELECT c, %s, %s FROM unnest(%s::uuid[]) AS c "
-        "ON CONFLICT (customer_id) DO UPDATE SET due_at = excluded.due_at, "
-        "updated_at = clock_timestamp() "
-        "WHERE alert_state.due_at IS NULL OR alert_state.due_at > excluded.due_at",
-        (Jsonb({k: v for k, v in new_facts().items() if k != "weeks"}), _iso(due), customers))
-
-
-async def prune_engagement(conn: psycopg.AsyncConnection, before_week: int) -> int:
-    cur = await conn.execute("DELETE FROM alert_engagement WHERE week < %s", (before_week,))
-    return cur.rowcount
+        (Jsonb([{"customer_id": c, "facts": f, "fired": fired,
+                 "due_at": _iso(d) if d is not None else None} for c, f, fired, d in states]),))
 
 
 async def open_alerts(conn: psycopg.AsyncConnection, rows: list[dict[str, Any]]) -> int:
