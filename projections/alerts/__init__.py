@@ -11,10 +11,6 @@ waking of snoozed alerts run in a process beside the worker (``jobs``), as the v
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import multiprocessing
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,9 +20,9 @@ import psycopg
 
 from projections.alerts import rules, store
 from projections.base import Projection
+from projections.jobs import halt, spawn
 from projections.value.clock import Clock
 
-JOBS_STOP_S = 10.0
 REVIEW_LAG_S = 10.0  # the timer looks again this long after value re-decides a customer by itself
 
 
@@ -54,24 +50,12 @@ class Alerts(Projection):
     async def start(self, producer: Any) -> None:
         """The timer and the relay, in a process of their own (``jobs``)."""
         from projections.alerts.jobs import AlertJobs  # noqa: PLC0415 - jobs import this module
-        from projections.value.jobs import run_process  # noqa: PLC0415
 
-        ctx = multiprocessing.get_context("spawn")
-        self.process = ctx.Process(
-            target=run_process, name="touchstream-alert-jobs", daemon=True,
-            args=(self.settings, self.clock.cells, os.getpid(),
-                  logging.getLevelName(logging.getLogger().getEffectiveLevel()), AlertJobs))
-        self.process.start()
+        self.process = spawn(self.settings, self.clock, AlertJobs)
 
     async def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        await asyncio.to_thread(process.join, JOBS_STOP_S)
-        if process.is_alive():
-            process.kill()
-            await asyncio.to_thread(process.join)
+        await halt(process)
 
     def read(self, event: dict[str, Any], partition: int, offset: int) -> tuple[str, rules.Touch] | None:
         t = rules.read(event)

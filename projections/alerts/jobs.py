@@ -1,5 +1,5 @@
 """What the alerts projection runs beside its batches, in a process beside each projection worker
-(``projections.value.jobs.run_process``); a PostgreSQL advisory lock makes one worker at a time
+(``projections.jobs``); a PostgreSQL advisory lock makes one worker at a time
 do each job.
 
 - **timer** (every ``alert_timer_every_s``): customers whose ``due_at`` has come (an inbound
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -26,12 +25,11 @@ from typing import Any
 import psycopg
 
 from projections.alerts import rules, save, step, store
+from projections.jobs import Background
 from projections.value.clock import Clock
 from projections.value.jobs import tail_ids
 from services.kafka import send_keyed
 from services.metrics import ALERTS_PUBLISHED
-
-log = logging.getLogger("touchstream.alerts")
 
 LOCK_TIMER, LOCK_RELAY = 7_501_001, 7_501_002
 CHUNK = 500
@@ -58,59 +56,18 @@ async def tick(conn: psycopg.AsyncConnection, r: rules.Rules, now: datetime,
     return len(held), logged
 
 
-class AlertJobs:
+class AlertJobs(Background):
+    name = "alerts"
+
     def __init__(self, settings: Any, producer: Any, clock: Clock | None = None):
-        self.settings = settings
-        self.producer = producer
-        self.clock = clock or Clock()
+        super().__init__(settings, producer, clock)
         self.rules = rules.Rules.from_settings(settings)
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
         self._pruned = 0.0
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop("timer", self._timer,
                                                       self.settings.alert_timer_every_s)),
                        asyncio.create_task(self._loop("relay", self._relay, 1.0))]
-
-    def changed(self) -> None:
-        """A batch logged alert events: wake the relay."""
-        self._wake.set()
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            while not t.done():
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait({t}, timeout=0.5)
-        self._tasks = []
-
-    async def connect(self) -> psycopg.AsyncConnection:
-        s = self.settings
-        return await psycopg.AsyncConnection.connect(
-            s.database_url, autocommit=True,
-            options=f"-c search_path={s.projection_schema},public "
-                    f"-c lock_timeout={int(s.lock_timeout_s * 1000)} "
-                    f"-c idle_in_transaction_session_timeout={int(s.idle_in_transaction_s * 1000)}")
-
-    async def _loop(self, name: str, job: Any, every_s: float) -> None:
-        conn: psycopg.AsyncConnection | None = None
-        while True:
-            try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = await self.connect()
-                await job(conn)
-            except asyncio.CancelledError:
-                if conn is not None:
-                    await conn.close()
-                raise
-            except Exception:  # noqa: BLE001 - a job retries after any failure; the batches go on
-                log.exception("alerts %s failed; retrying", name)
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                conn = None
-            await asyncio.sleep(every_s)
 
     # --- timer ---------------------------------------------------------------------------------
 

@@ -12,9 +12,6 @@ thresholds, refit the models on a schedule, and publish the changes on ``custome
 from __future__ import annotations
 
 import asyncio
-import logging
-import multiprocessing
-import os
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -23,10 +20,9 @@ from typing import Any
 import psycopg
 
 from projections.base import Projection
+from projections.jobs import halt, spawn
 from projections.value import fold, rows, store
 from projections.value.clock import Clock
-
-JOBS_STOP_S = 10.0  # for the jobs process to finish what it does, then it is killed
 
 
 class Value(Projection):
@@ -59,7 +55,7 @@ class Value(Projection):
         self.held: OrderedDict[str, tuple[datetime, datetime | None]] = OrderedDict()
         self.cache_size = s.profile_cache_size
         self.clock = Clock.shared()
-        self.process: Any = None  # the jobs (``jobs.run_process``)
+        self.process: Any = None  # the jobs (``projections.jobs.spawn``)
 
     @classmethod
     def build(cls, settings: Any) -> Value:
@@ -67,24 +63,13 @@ class Value(Projection):
 
     async def start(self, producer: Any) -> None:
         """The jobs, in a process of their own (``jobs``): the batches keep this one's core."""
-        from projections.value.jobs import run_process  # noqa: PLC0415 - jobs import this module
+        from projections.value.jobs import Jobs  # noqa: PLC0415 - jobs import this module
 
-        ctx = multiprocessing.get_context("spawn")
-        self.process = ctx.Process(
-            target=run_process, name="touchstream-value-jobs", daemon=True,
-            args=(self.settings, self.clock.cells, os.getpid(),
-                  logging.getLevelName(logging.getLogger().getEffectiveLevel())))
-        self.process.start()
+        self.process = spawn(self.settings, self.clock, Jobs)
 
     async def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        await asyncio.to_thread(process.join, JOBS_STOP_S)
-        if process.is_alive():
-            process.kill()
-            await asyncio.to_thread(process.join)
+        await halt(process)
 
     def read(self, event: dict[str, Any], partition: int, offset: int) -> fold.Touch:
         at = datetime.fromisoformat(event["occurred_at"])

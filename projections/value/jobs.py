@@ -20,9 +20,7 @@ advisory lock makes one worker at a time do each job.
 "Now" is the event time the log has reached while a backlog is being worked off, and the wall
 clock once the worker has caught up (``clock.Clock``).
 
-The jobs run in a process of their own beside each projection worker (``run_process``): their
-Python would otherwise hold the batches' event loop, and a projection worker and its database
-use about one core between them.
+The jobs run in a process of their own beside each projection worker (``projections.jobs``).
 """
 
 from __future__ import annotations
@@ -30,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,11 +35,11 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from projections.jobs import Background
 from projections.sql import UNPACK, pack
 from projections.value import fold, rows, store
 from projections.value.clock import Clock
 from projections.value.models import FitError, fit_bgnbd, fit_gamma_gamma, summarise
-from services.kafka import producer as new_producer
 from services.kafka import send_keyed, topic_ends
 from services.metrics import CHANGES_PUBLISHED
 
@@ -58,70 +54,19 @@ TAIL = 2 * RELAY_CHUNK  # records per partition a relay reads back when it takes
 RETRY_FIT_S = 600.0
 
 
-class Jobs:
+class Jobs(Background):
+    name = "value"
+
     def __init__(self, settings: Any, producer: Any, clock: Clock | None = None):
-        self.settings = settings
-        self.producer = producer
-        self.clock = clock or Clock()
+        super().__init__(settings, producer, clock)
         self.rules = fold.Rules(settings.value_at_risk_days, settings.value_lapsed_days,
                                 settings.value_at_risk_p_alive)
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
         self._fit_failed: tuple[float, int] | None = None  # when, with how many buyers
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop("schedule", self._schedule,
                                                       self.settings.value_sweep_every_s)),
                        asyncio.create_task(self._loop("relay", self._relay, 1.0, self._wake))]
-
-    def changed(self) -> None:
-        """A batch committed changes: wake the relay."""
-        self._wake.set()
-
-    async def stop(self) -> None:
-        """Cancel the jobs and wait for them. A cancellation can be lost when it lands in the same
-        turn as a completed wait (``asyncio.wait_for`` before 3.12), so it is repeated until the
-        task is done."""
-        for t in self._tasks:
-            while not t.done():
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait({t}, timeout=0.5)
-        self._tasks = []
-
-    async def connect(self, autocommit: bool = True) -> psycopg.AsyncConnection:
-        s = self.settings
-        return await psycopg.AsyncConnection.connect(
-            s.database_url, autocommit=autocommit,
-            options=f"-c search_path={s.projection_schema},public "
-                    f"-c lock_timeout={int(s.lock_timeout_s * 1000)} "
-                    f"-c idle_in_transaction_session_timeout={int(s.idle_in_transaction_s * 1000)}")
-
-    async def _loop(self, name: str, job: Any, every_s: float, wake: asyncio.Event | None = None) -> None:
-        """Run ``job(conn)`` every ``every_s`` (or when woken), reconnecting after failures."""
-        conn: psycopg.AsyncConnection | None = None
-        while True:
-            try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = await self.connect()
-                await job(conn)
-            except asyncio.CancelledError:
-                if conn is not None:
-                    await conn.close()
-                raise
-            except Exception:  # noqa: BLE001 - a job retries after any failure; the batches go on
-                log.exception("value %s failed; retrying", name)
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                conn = None
-            if wake is None:
-                await asyncio.sleep(every_s)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(every_s):
-                        await wake.wait()
-                wake.clear()
 
     # --- schedule: refit, thresholds, sweep ----------------------------------------------------
 
@@ -412,44 +357,3 @@ async def _trailing(conn: psycopg.AsyncConnection, rates: dict[str, float],
         "WHERE o.status = 'placed' AND o.placed_at > %s GROUP BY o.customer_id",
         (list(rates), [str(v) for v in rates.values()], now - fold.TRAILING))
     return dict(await cur.fetchall())
-
-
-# --- the jobs process --------------------------------------------------------------------------
-
-WATCH_S = 0.05  # how often the jobs process looks at its clock and its parent
-
-
-def run_process(settings: Any, cells: Any, parent: int, loglevel: str,
-                jobs_class: type | None = None) -> None:
-    """The jobs of one projection worker (``Jobs``, or another class with the same ``start``,
-    ``changed`` and ``stop``: ``projections.alerts.jobs``), in their own process
-    (``Value.start``). It stops on SIGTERM or SIGINT, and when its worker is gone (even killed:
-    the parent changes)."""
-    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("kafka", "aiokafka"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    asyncio.run(_serve(settings, Clock(cells), parent, jobs_class or Jobs))
-
-
-async def _serve(settings: Any, clock: Clock, parent: int, jobs_class: type) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    producer = new_producer(settings, f"touchstream-{jobs_class.__module__.split('.')[1]}-jobs")
-    await producer.start()
-    jobs = jobs_class(settings, producer, clock)
-    jobs.start()
-    seen = clock.changes
-    try:
-        while not stop.is_set() and os.getppid() == parent:
-            if clock.changes != seen:  # a batch committed changes: the relay publishes them
-                seen = clock.changes
-                jobs.changed()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(WATCH_S):
-                    await stop.wait()
-    finally:
-        await jobs.stop()
-        await producer.stop()
-
