@@ -63,9 +63,10 @@ async def append(conn: psycopg.AsyncConnection, stored: Sequence[tuple[str, str,
     unknown = list({c for c, _, _ in stored if c not in last})
     versions = last
     if unknown:
-        cur = await conn.execute(
-            f"SELECT originator_id::text, max(originator_version) FROM {TABLE} "
-            f"WHERE originator_id IN (SELECT c::uuid FROM {UNPACK} AS c) GROUP BY 1",
+        cur = await conn.execute(  # one index entry per stream: its last, not all its versions
+            f"SELECT s.c::text, e.v FROM (SELECT DISTINCT c::uuid AS c FROM {UNPACK} AS c) s "
+            f"CROSS JOIN LATERAL (SELECT originator_version AS v FROM {TABLE} "
+            f"WHERE originator_id = s.c ORDER BY originator_version DESC LIMIT 1) e",
             (pack(unknown),))
         versions.update({c: 0 for c in unknown})
         versions.update(dict(await cur.fetchall()))

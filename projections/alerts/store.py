@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_active ON alerts (customer_id) WHERE status <> 'resolved';
 CREATE INDEX IF NOT EXISTS alerts_listing ON alerts (opened_at DESC, alert_id DESC);
+CREATE INDEX IF NOT EXISTS alerts_snoozed ON alerts (snoozed_until) WHERE status = 'snoozed';
 CREATE TABLE IF NOT EXISTS alert_log (
     seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- commit order
     alert_id     uuid,

@@ -8,10 +8,12 @@ advisory lock makes one worker at a time do each job.
   have bought, when the active set is older than ``value_refit_every_h``, or when the ledger's
   buyers have doubled since it was fitted; the new set is activated (batches pick it up). A fit
   the data cannot support is retried once the buyers grew by a fifth, or after RETRY_FIT_S.
-- **thresholds** (every ``value_thresholds_every_s``, and at once when there are none yet, the
-  model changed or the ranked population doubled): the tier cuts and RFM quintiles over the
-  whole population, recorded as a new version, then the tier of every customer they move
-  re-decided against them (after what time alone changed for them); the others keep theirs.
+- **thresholds** (every ``value_thresholds_every_s``, of the jobs' time and of the wall clock alike,
+  so that a backlog worked off in minutes is not ranked again for each ten minutes of its event
+  time; and at once when there are none yet, the model changed or the ranked population
+  doubled): the tier cuts and RFM quintiles over the whole population, recorded as a new
+  version, then the tier of every customer they move re-decided against them (after what time
+  alone changed for them); the others keep theirs.
 - **relay**: tier and stage changes (``customer_changes``, written in the batches' transactions)
   are published on ``customer-changes``, each exactly once: a relay taking over first reads the
   topic's tail and marks what it finds there as published, so a relay killed between the send and
@@ -62,6 +64,7 @@ class Jobs(Background):
         self.rules = fold.Rules(settings.value_at_risk_days, settings.value_lapsed_days,
                                 settings.value_at_risk_p_alive)
         self._fit_failed: tuple[float, int] | None = None  # when, with how many buyers
+        self._recomputed: float | None = None  # when this process last recomputed (monotonic)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop("schedule", self._schedule,
@@ -161,11 +164,14 @@ class Jobs(Background):
             if buyers < s.value_min_customers:
                 return None
             ranked = await _ranked(conn, last.version) if last else 0
+            every = s.value_thresholds_every_s
+            waited = self._recomputed is None or time.monotonic() - self._recomputed >= every
             due = (force or last is None or last.model_version != model_version
                    or buyers >= 2 * ranked  # the population doubled since (each re-tiers all)
-                   or now - last.computed_at >= timedelta(seconds=s.value_thresholds_every_s))
+                   or (now - last.computed_at >= timedelta(seconds=every) and waited))
             if not due:
                 return None
+            self._recomputed = time.monotonic()
             cur = await conn.execute(
                 "SELECT customer_id::text, x, t_x, m_x, first_purchase, last_purchase, frequency, "
                 "monetary, tier FROM customer_value WHERE frequency > 0")
