@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -129,6 +130,8 @@ def run_process(settings: Any, cells: Any, parent: int, loglevel: str,
         logging.getLogger(chatty).setLevel(logging.WARNING)
     from projections.value.clock import Clock  # noqa: PLC0415
 
+    gc.freeze()  # as in the workers (``services.processors.app``): a recomputation holds every
+    gc.set_threshold(1_000_000, 20, 100)  # buyer's row at once, and has no cycles to collect
     asyncio.run(_serve(settings, Clock(cells), parent, jobs_class))
 
 
