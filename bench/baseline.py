@@ -29,15 +29,16 @@ class Baseline:
     source: Path
     # how that code's doors marked a validated record
     headers: list[tuple[str, bytes]] = field(default_factory=lambda: [("ts-validated", b"touchpoint/1")])
+    sealed: bool = False  # a commit whose doors seal records with the signing key, as ours do
 
     @classmethod
-    def checkout(cls, ref: str, where: Path) -> Baseline:
+    def checkout(cls, ref: str, where: Path, sealed: bool = False) -> Baseline:
         where = where.resolve()
         subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=REPO,
                        capture_output=True)
         subprocess.run(["git", "worktree", "add", "--detach", "--force", str(where), ref], cwd=REPO,
                        check=True, capture_output=True)
-        return cls(ref, where)
+        return cls(ref, where, sealed=sealed)
 
     def migrate(self, settings: Settings) -> None:
         subprocess.run([sys.executable, "-c", "import sys; from services.store import migrate; "

@@ -61,8 +61,9 @@ def run(env: BenchEnv, records: list[tuple[bytes, bytes]], workers: int = 1,
     s = env.isolated(migrated=baseline is None)
     if baseline is not None:
         baseline.migrate(s)
-    produced = asyncio.run(produce(s, s.raw_topic, records, sealed=baseline is None,
-                                   headers=baseline.headers if baseline else None))
+    sealed = baseline is None or baseline.sealed
+    produced = asyncio.run(produce(s, s.raw_topic, records, sealed=sealed,
+                                   headers=None if sealed else baseline.headers))
     raw_ends = produced["end_offsets"]
     n = len(records)
     per_stage = [["--stages", st] for st in stages] if stages else [[]]
