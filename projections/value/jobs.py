@@ -64,7 +64,6 @@ class Jobs(Background):
         self.rules = fold.Rules(settings.value_at_risk_days, settings.value_lapsed_days,
                                 settings.value_at_risk_p_alive)
         self._fit_failed: tuple[float, int] | None = None  # when, with how many buyers
-        self._recomputed: float | None = None  # when this process last recomputed (monotonic)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop("schedule", self._schedule,
@@ -165,13 +164,12 @@ class Jobs(Background):
                 return None
             ranked = await _ranked(conn, last.version) if last else 0
             every = s.value_thresholds_every_s
-            waited = self._recomputed is None or time.monotonic() - self._recomputed >= every
             due = (force or last is None or last.model_version != model_version
                    or buyers >= 2 * ranked  # the population doubled since (each re-tiers all)
-                   or (now - last.computed_at >= timedelta(seconds=every) and waited))
+                   or (now - last.computed_at >= timedelta(seconds=every)
+                       and not await store.recorded_within(conn, every)))
             if not due:
                 return None
-            self._recomputed = time.monotonic()
             cur = await conn.execute(
                 "SELECT customer_id::text, x, t_x, m_x, first_purchase, last_purchase, frequency, "
                 "monetary, tier FROM customer_value WHERE frequency > 0")

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS value_thresholds (
     bottom         text        NOT NULL,   -- the tier of everyone below the last cut
     quintiles      jsonb       NOT NULL    -- RFM quintile cuts: {recency: [4], frequency, monetary}
 );
+-- computed_at is the jobs' time (event time while a backlog is worked off); this, the wall clock
+ALTER TABLE value_thresholds ADD COLUMN IF NOT EXISTS recorded_at timestamptz NOT NULL DEFAULT now();
 """
 
 
@@ -125,6 +127,14 @@ async def save_thresholds(conn: psycopg.AsyncConnection, th: Thresholds, custome
          Jsonb([[t, c if c != float("inf") else None] for t, c in th.cuts]), th.bottom,
          Jsonb({k: list(v) for k, v in th.quintiles.items()})))
     return (await cur.fetchone())[0]
+
+
+async def recorded_within(conn: psycopg.AsyncConnection, seconds: float) -> bool:
+    """Whether a recomputation was recorded less than ``seconds`` ago by the wall clock, by any
+    worker's jobs."""
+    cur = await conn.execute("SELECT EXISTS (SELECT FROM value_thresholds WHERE recorded_at > "
+                             "now() - make_interval(secs => %s))", (seconds,))
+    return bool((await cur.fetchone())[0])
 
 
 async def thresholds(conn: psycopg.AsyncConnection, limit: int | None = None) -> list[Thresholds]:

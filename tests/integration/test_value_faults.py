@@ -448,33 +448,29 @@ async def test_a_customer_re_tiered_twice_by_one_recomputation_has_every_change_
     assert row["changes"] == len(changes)
 
 
-async def test_a_backlog_racing_through_event_time_is_not_re_ranked_at_every_interval(
-        settings, monkeypatch):
+async def test_a_backlog_racing_through_event_time_is_not_re_ranked_at_every_interval(settings):
     """While a backlog is worked off, hours of event time pass in seconds: the thresholds'
-    interval has to pass on the wall clock as well, or the whole population would be ranked
-    again at every round of the jobs. A population that doubled is ranked again at once."""
-    from types import SimpleNamespace
-
-    from projections.value import jobs as value_jobs
-
+    interval has to pass on the wall clock as well, since any worker's jobs recomputed them, or
+    the whole population would be ranked again at every round. A population that doubled is
+    ranked again at once."""
     settings = settings.model_copy(update={"value_min_customers": 10,
                                            "value_thresholds_every_s": 600.0})
     now = datetime.now(UTC).replace(microsecond=0)
     tag = uuid.uuid4().hex[:6]
     stage = ProjectionStage(settings)  # not started: the jobs are driven by hand below
-    jobs = Jobs(settings, None)
+    jobs, other = Jobs(settings, None), Jobs(settings, None)  # two workers' jobs
     offset = await _project(settings, stage, [
         _order(f"b{v}.{tag}@example.com", now - 2 * DAY, f"{v}.00") for v in range(10, 101, 10)], 0)
-    wall = time.monotonic()
-    monkeypatch.setattr(value_jobs, "time", SimpleNamespace(monotonic=lambda: wall))
     async with await jobs.connect() as conn:
         first = await jobs.recompute(conn, now=now)
         assert first is not None, "no thresholds yet: due at once"
-        # an hour of event time later, no wall time later: not again
+        # an hour of event time later, no wall time later: not again, by either worker's jobs
         assert await jobs.recompute(conn, now=now + timedelta(hours=1)) is None
+        assert await other.recompute(conn, now=now + timedelta(hours=1)) is None
         # the interval passed on the wall clock too: due
-        monkeypatch.setattr(value_jobs, "time", SimpleNamespace(monotonic=lambda: wall + 601))
-        second = await jobs.recompute(conn, now=now + timedelta(hours=2))
+        await conn.execute("UPDATE value_thresholds SET recorded_at = recorded_at - "
+                           "interval '601 seconds' WHERE version = %s", (first,))
+        second = await other.recompute(conn, now=now + timedelta(hours=2))
         assert second is not None and second > first
     # ten more buyers: the ranked population doubled, ranked again with no time passing at all
     await _project(settings, stage, [
