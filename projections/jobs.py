@@ -99,6 +99,17 @@ class Background:
                 wake.clear()
 
 
+def quiet_collector() -> None:
+    """For a process that holds a batch at a time (workers, jobs). The collector's young
+    generation counts container objects alive, not allocated: a batch holds hundreds of
+    thousands (decoded records, readings, rows), so at 50,000 each batch set off several
+    collections, each tracing the whole batch for cycles it does not have (its objects are freed
+    by reference counting). Collect only when a million more are alive for good; what start-up
+    loaded is frozen out of every collection."""
+    gc.freeze()
+    gc.set_threshold(1_000_000, 20, 100)
+
+
 def spawn(settings: Any, clock: Clock, jobs_class: type[Background]) -> Any:
     """A started process running ``jobs_class`` for this worker (``run_process``)."""
     ctx = multiprocessing.get_context("spawn")
@@ -130,8 +141,7 @@ def run_process(settings: Any, cells: Any, parent: int, loglevel: str,
         logging.getLogger(chatty).setLevel(logging.WARNING)
     from projections.value.clock import Clock  # noqa: PLC0415
 
-    gc.freeze()  # as in the workers (``services.processors.app``): a recomputation holds every
-    gc.set_threshold(1_000_000, 20, 100)  # buyer's row at once, and has no cycles to collect
+    quiet_collector()  # a recomputation holds every buyer's row at once
     asyncio.run(_serve(settings, Clock(cells), parent, jobs_class))
 
 

@@ -126,3 +126,35 @@ async def topic_ends(settings: Settings, topic: str, timeout_s: float = 30) -> d
         return {tp.partition: consumer.highwater(tp) - 1 for tp in tps}
     finally:
         await consumer.stop()
+
+
+async def tail_ids(settings: Settings, topic: str, per_partition: int,
+                   header: str = "ts-change-id") -> list[str]:
+    """The ids (in ``header``) of the last ``per_partition`` records of each partition of
+    ``topic``."""
+    ends = await topic_ends(settings, topic)
+    wanted = {p: end for p, end in ends.items() if end >= 0}
+    if not wanted:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    ids: list[str] = []
+    try:
+        tps = {p: TopicPartition(topic, p) for p in wanted}
+        consumer.assign(list(tps.values()))
+        for p, tp in tps.items():
+            consumer.seek(tp, max(0, wanted[p] - per_partition + 1))
+        deadline = time.monotonic() + 30
+        while wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the tail of {topic}")
+            got = await consumer.getmany(timeout_ms=500)
+            for tp, records in got.items():
+                for r in records:
+                    ids += [v.decode() for k, v in r.headers if k == header]
+                    if r.offset >= wanted.get(tp.partition, -1):
+                        wanted.pop(tp.partition, None)
+    finally:
+        await consumer.stop()
+    return ids

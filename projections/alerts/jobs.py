@@ -27,8 +27,7 @@ import psycopg
 from projections.alerts import rules, save, step, store
 from projections.jobs import Background
 from projections.value.clock import Clock
-from projections.value.jobs import tail_ids
-from services.kafka import send_keyed
+from services.kafka import send_keyed, tail_ids
 from services.metrics import ALERTS_PUBLISHED
 
 LOCK_TIMER, LOCK_RELAY = 7_501_001, 7_501_002

@@ -29,23 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.jobs import Background
 from projections.sql import UNPACK, pack
 from projections.value import fold, rows, store
 from projections.value.clock import Clock
 from projections.value.models import FitError, fit_bgnbd, fit_gamma_gamma, summarise
-from services.kafka import send_keyed, topic_ends
+from services.kafka import send_keyed, tail_ids
 from services.metrics import CHANGES_PUBLISHED
-
-log = logging.getLogger("touchstream.value")
 
 LOCK_SWEEP, LOCK_MODELS, LOCK_RELAY = 7_301_001, 7_301_002, 7_301_003
 SWEEP_CHUNK = 500
@@ -137,13 +133,13 @@ class Jobs(Background):
                 cohort, purchases, spend = await asyncio.to_thread(_fit, transactions, end)
             except FitError as e:
                 self._fit_failed = (time.monotonic(), buyers)
-                log.warning("value models: no fit on the ledger yet (%s)", e)
+                self.log.warning("value models: no fit on the ledger yet (%s)", e)
                 return None
             version = await store.save(conn, end, purchases, spend,
                                        {"source": "ledger", "customers": len(cohort),
                                         "repeat_customers": int((cohort.x > 0).sum()),
                                         "scheduled": True})
-        log.info("value models: fitted version %s on %s customers", version, len(cohort))
+        self.log.info("value models: fitted version %s on %s customers", version, len(cohort))
         return version
 
     async def recompute(self, conn: psycopg.AsyncConnection, force: bool = False,
@@ -187,7 +183,7 @@ class Jobs(Background):
                                          values, rfm)
             version = await store.save_thresholds(conn, th, len(values))
         movers = [r[0] for r, v in zip(found, values, strict=True) if th.tier_of(v) != r[-1]]
-        log.info("value tiers: thresholds version %s over %s customers, %s change tier",
+        self.log.info("value tiers: thresholds version %s over %s customers, %s change tier",
                  version, len(values), len(movers))
         for i in range(0, len(movers), RETIER_CHUNK):
             left = movers[i:i + RETIER_CHUNK]
@@ -288,38 +284,6 @@ DOCUMENT = (
     "'old', old, 'new', new, 'reason', reason, 'event_id', event_id, "
     "'thresholds_version', thresholds_version, 'model_version', model_version, "
     "'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))")
-
-
-async def tail_ids(settings: Any, topic: str, per_partition: int,
-                   header: str = "ts-change-id") -> list[str]:
-    """The ids (in ``header``) of the last ``per_partition`` records of each partition of
-    ``topic``."""
-    ends = await topic_ends(settings, topic)
-    wanted = {p: end for p, end in ends.items() if end >= 0}
-    if not wanted:
-        return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_auto_commit=False)
-    await consumer.start()
-    ids: list[str] = []
-    try:
-        tps = {p: TopicPartition(topic, p) for p in wanted}
-        consumer.assign(list(tps.values()))
-        for p, tp in tps.items():
-            consumer.seek(tp, max(0, wanted[p] - per_partition + 1))
-        deadline = time.monotonic() + 30
-        while wanted:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read the tail of {topic}")
-            got = await consumer.getmany(timeout_ms=500)
-            for tp, records in got.items():
-                for r in records:
-                    ids += [v.decode() for k, v in r.headers if k == header]
-                    if r.offset >= wanted.get(tp.partition, -1):
-                        wanted.pop(tp.partition, None)
-    finally:
-        await consumer.stop()
-    return ids
 
 
 async def _ranked(conn: psycopg.AsyncConnection, version: int) -> int:

@@ -8,13 +8,13 @@ that moves a stage past them. faust hosts the services and runs the worker's lif
 
 from __future__ import annotations
 
-import gc
 import logging
 from pathlib import Path
 
 import faust
 from faust.app.base import BootStrategy
 
+from projections.jobs import quiet_collector
 from services.config import Settings
 from services.processors.runtime import BatchProcessor
 from services.processors.stages import STAGES
@@ -56,11 +56,5 @@ def build_app(settings: Settings, stages: list[str] | None = None) -> faust.App:
 
 def run_worker(settings: Settings, stages: list[str] | None = None, loglevel: str = "info") -> None:
     app = build_app(settings, stages)
-    # The collector's young generation counts container objects alive, not allocated: a batch
-    # holds hundreds of thousands (decoded records, readings, rows), so at 50,000 each batch set
-    # off several collections, each tracing the whole batch for cycles it does not have (its
-    # objects are freed by reference counting). Collect only when that many more are alive for
-    # good; what start-up loaded is frozen out of every collection.
-    gc.freeze()
-    gc.set_threshold(1_000_000, 20, 100)
+    quiet_collector()
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
