@@ -6,7 +6,8 @@ active, most occasional), a spend level (lognormal: a few spend many times more 
 most) and a disposition. Some of those present all along lapse, regulars more often: a pause of
 LAPSE_DAYS or more (about 70% of a shorter window) well inside the window, without a single
 touchpoint. Around it they buy more often than others (seasonal shoppers), so that many buy on
-both sides of it: won back. Event times are the sorted uniforms over the window, drawn one at a
+both sides of it: won back. Others leave for good with a repeat order, each with a chance of
+their own. Event times are the sorted uniforms over the window, drawn one at a
 time; each goes to a customer picked by activity among those active then (born, not gone, not
 pausing), and carries a non-empty subset of that customer's identifiers.
 Some events have follow-ups, due later: a complaint is resolved, an order, a call or a
@@ -134,6 +135,10 @@ SHUFFLE = 256  # events held back to shuffle the output locally
 # Their touchpoints are drawn by LAPSER_TYPE_CUM: almost three times as many orders.
 LAPSE_ODDS, LAPSE_CAP = 1.5, 0.6
 LAPSE_DAYS = 120
+# a customer who is not a lapser leaves for good with a repeat order with a chance drawn from
+# beta(DROP_BETA) (mean 0.24; CDNOW's cohort: beta(0.79, 2.43)), as the BG/NBD model has it: so
+# that the ledger shows the dropout a purchase model can learn, and `make run` fits one
+DROP_BETA = (0.8, 2.5)
 PAUSE_MARGIN = 0.05
 # a customer's spend level, lognormal with mean 1 (a few spend far more per order), as a table of
 # quantiles: drawing from it costs much less than a lognormal variate, for millions of customers
@@ -223,6 +228,7 @@ class _Customer:
     pause: float = 2.0  # a lapse, [pause, resume) as fractions of the window; 2.0: none
     resume: float = 2.0
     types: tuple[float, ...] = TYPE_CUM  # how likely each type of touchpoint is, cumulative
+    drop: float = 0.0  # the chance of leaving for good with each repeat order
     last_order: float = -1.0
     grievance: float = 0.0  # what their complaints weigh on them, as of `aggrieved_at`
     aggrieved_at: float = 0.0
@@ -232,6 +238,7 @@ def _population(spec: SampleSpec) -> list[_Customer]:
     if spec.customers > 8_000_000:
         raise ValueError("at most 8 million customers (phone numbers would repeat)")
     rng, habits = Random(f"{spec.seed}:customers"), Random(f"{spec.seed}:habits")
+    loyalty = Random(f"{spec.seed}:loyalty")
     r, h, out = rng.random, habits.random, []
     least, most = _pause_lengths(spec.days)
     for i in range(spec.customers):
@@ -259,8 +266,9 @@ def _population(spec: SampleSpec) -> list[_Customer]:
             length = least + (most - least) * h()
             pause = PAUSE_MARGIN + (1.0 - 2 * PAUSE_MARGIN - length) * h()
             resume, types = pause + length, LAPSER_TYPE_CUM
+        drop = 0.0 if pause <= 1.0 else loyalty.betavariate(*DROP_BETA)
         out.append(_Customer(emails, phone, crm, attributes, currency, weight, born, dies, gap,
-                             disposition, basket, pause, resume, types))
+                             disposition, basket, pause, resume, types, drop))
     return out
 
 
@@ -327,7 +335,7 @@ def _picker(customers: list[_Customer], r: Callable[[], float]) -> Callable[[flo
                 y = x * scale  # its whole part picks a column, the rest is uniform in it
                 i = int(y)
                 born, dies, c = kept[i] if y - i < share[i] else swapped[i]
-                if born <= t <= dies:
+                if born <= t <= dies and t <= c.dies:  # (c.dies: gone after an order)
                     return c
                 continue
             if whole:
@@ -430,6 +438,7 @@ class _Touchpoints:
         # waits come from a generator of their own, so that every other value stays what it was
         self.waits = Random(f"{spec.seed}:waits")
         self.agents = Random(f"{spec.seed}:agents")  # replies and call-backs
+        self.loyalty = Random(f"{spec.seed}:leaving")
         self.prices = [max(99, round(rng.lognormvariate(3.0, 0.8) * 100)) for _ in range(400)]
         self.pending: list[tuple] = []  # (due, ticket, customer, follow-up, its detail)
         self.tickets = count()
@@ -511,6 +520,8 @@ class _Touchpoints:
         return payload
 
     def order(self, c: _Customer, t: float, n: int, event_id: str) -> dict:
+        if c.last_order >= 0.0 and self.loyalty.random() < c.drop:
+            c.dies = t  # their last order: they leave for good
         c.last_order, r = t, self.rng.random
         lines: dict[int, int] = {}  # sku -> quantity
         bulk = max(1, round(c.basket))  # big spenders buy more lines and more of each

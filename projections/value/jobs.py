@@ -6,7 +6,8 @@ advisory lock makes one worker at a time do each job.
   dated when they happened. Rows a batch holds are skipped (``SKIP LOCKED``) and taken next time.
 - **refit**: the models are fitted on the order ledger when none is active and enough customers
   have bought, when the active set is older than ``value_refit_every_h``, or when the ledger's
-  buyers have doubled since it was fitted; the new set is activated (batches pick it up). A fit
+  buyers have doubled since it was fitted, with the calibration period ending at the jobs' "now"
+  (below); the new set is activated (batches pick it up). A fit
   the data cannot support is retried once the buyers grew by a fifth, or after RETRY_FIT_S.
 - **thresholds** (every ``value_thresholds_every_s``, of the jobs' time and of the wall clock alike,
   so that a backlog worked off in minutes is not ranked again for each ten minutes of its event
@@ -128,7 +129,7 @@ class Jobs(Background):
                 if age < timedelta(hours=s.value_refit_every_h) and buyers < 2 * seen:
                     return None
             transactions = await store.ledger_transactions(conn, dict(s.value_rates))
-            end = datetime.now(UTC).date()
+            end = self.clock.now().date()  # where the log is: a backlog's orders end there
             try:
                 cohort, purchases, spend = await asyncio.to_thread(_fit, transactions, end)
             except FitError as e:

@@ -6,7 +6,9 @@ import csv
 import os
 import subprocess
 import sys
+import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -15,6 +17,8 @@ import pytest
 from projections.orders import store as orders
 from projections.orders.fold import OrderState
 from projections.value import store
+from projections.value.clock import Clock
+from projections.value.jobs import Jobs
 from tests.integration.pipeline import rows
 
 pytestmark = pytest.mark.integration
@@ -70,6 +74,24 @@ async def test_a_fit_on_the_ledger_is_kept_active_and_reproduces_the_cdnow_param
     assert [line.split()[0] for line in listed] == ["2", "1"] and "active" in listed[0]
     unknown = _cli(settings, "activate", "7")
     assert unknown.returncode != 0 and "no model set of version 7" in unknown.stderr
+
+
+async def test_the_scheduled_refit_calibrates_at_the_time_the_log_has_reached(settings):
+    """A first load or a replay works through months of orders in minutes: the scheduled fit
+    must end its calibration period where the log is, not at today's date, or every customer
+    would look silent since their last order and the model would see dropouts everywhere.
+    CDNOW's ledger, with the log at the end of its calibration period: the published fit."""
+    await _ledger_of_cdnow(settings)
+    log_time = datetime(1997, 9, 30, 23, 0, tzinfo=UTC).timestamp()
+    jobs = Jobs(settings, None, Clock([log_time, time.monotonic(), 0.0]))  # a batch just saw it
+    async with await jobs.connect() as conn:
+        version = await jobs.refit(conn)
+        active = await store.active(conn)
+    assert version == 1 and active is not None and active.version == 1
+    assert str(active.calibration_end) == "1997-09-30"
+    p = active.purchases
+    for got, published in ((p.r, 0.243), (p.alpha, 4.414), (p.a, 0.793), (p.b, 2.426)):
+        assert got == pytest.approx(published, rel=0.01)
 
 
 async def test_without_a_database_the_command_says_what_to_do(tmp_path):

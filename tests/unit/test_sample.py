@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from events import parse_touchpoint
+from projections.value.models import Transaction, fit_bgnbd, fit_gamma_gamma, summarise
 from services.sample import LAPSE_DAYS, SampleSpec, _population, _uuid4, customer_identities, generate
 
 END = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -321,10 +322,15 @@ def lifecycle_stage(purchase_days: list, as_of) -> str:
     return "new" if len(purchase_days) == 1 else "repeat"
 
 
-def test_default_sample_populates_every_lifecycle_stage_and_spend_follows_20_80():
+@pytest.fixture(scope="module")
+def default_sample() -> tuple[list[dict], dict[str, int]]:
+    """What `make run` publishes, and its owners."""
     spec = SampleSpec()
-    owner = owners_of(spec)
-    events = list(generate(spec))
+    return list(generate(spec)), owners_of(spec)
+
+
+def test_default_sample_populates_every_lifecycle_stage_and_spend_follows_20_80(default_sample):
+    events, owner = default_sample
     days: dict[int, set] = defaultdict(set)
     spend: dict[int, Decimal] = defaultdict(Decimal)
     seen, as_of = set(), None
@@ -343,3 +349,22 @@ def test_default_sample_populates_every_lifecycle_stage_and_spend_follows_20_80(
           f"top 20% of {len(totals)} buyers hold {top_20:.1%} of spend")
     assert all(share >= 0.03 for share in shares.values()), shares
     assert 0.5 <= top_20 <= 0.85
+
+
+def test_default_samples_ledger_supports_both_purchase_models(default_sample):
+    """`make run` shows lifetime values only if its ledger can be fitted: customers must be seen
+    to drop out (BG/NBD's a and b finite and identified) and spend must vary (Gamma-Gamma)."""
+    events, owner = default_sample
+    ledger = [
+        Transaction(str(_customer_of(e, owner)), datetime.fromisoformat(e["occurred_at"]).date(),
+                    Decimal(e["payload"]["amount"]))
+        for e in events if e["type"] == "order" and e["payload"]["status"] == "placed"
+    ]
+    cohort = summarise(ledger, max(t.date for t in ledger))
+    purchases, spend = fit_bgnbd(cohort.x, cohort.t_x, cohort.T), fit_gamma_gamma(cohort.x, cohort.m_x)
+    dropout = purchases.a / (purchases.a + purchases.b)  # the mean chance of leaving per purchase
+    print(f"{len(cohort)} buyers: {purchases}, {spend}, mean dropout {dropout:.2f}")
+    assert 0.05 <= dropout <= 0.5
+    alive = purchases.p_alive(cohort.x, cohort.t_x, cohort.T)
+    print(f"P(alive) of repeat buyers: below 0.5 {(alive[cohort.x > 0] < 0.5).mean():.0%}")
+    assert 0.01 <= (alive[cohort.x > 0] < 0.5).mean() <= 0.6  # some are seen to have left
