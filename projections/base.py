@@ -36,6 +36,12 @@ class Projection:
         (KeyError, TypeError, ValueError, ...) for an event it cannot read."""
         raise NotImplementedError
 
+    def read_link(self, event: dict[str, Any]) -> Any:
+        """What ``write`` needs of an identity event (``customers_linked``: the customers of
+        ``payload.merged_ids`` are now ``customer.customer_id``); ``None`` (the default): nothing,
+        the projection's reads follow the identity graph instead."""
+        return None
+
     async def write(self, conn: psycopg.AsyncConnection,
                     readings: list[Any]) -> Callable[[], None] | None:
         """Apply a batch of readings (of new events, in log order) in the caller's transaction;

@@ -78,6 +78,11 @@ class Value(Projection):
         return fold.Touch(event["customer"]["customer_id"], at, event["event_id"],
                           event["type"] == "order")
 
+    def read_link(self, event: dict[str, Any]) -> fold.Touch:
+        """Customers linked into one: its value is decided again on the whole cluster's orders,
+        and the rows of those linked into it are taken in (``apply``)."""
+        return self.read(event, 0, 0)._replace(order=True)
+
     async def context(self, conn: psycopg.AsyncConnection) -> fold.Context:
         """The active models and the thresholds, reloaded when a version changed: a model set
         activated while the pipeline runs is used from the next batch on."""
@@ -107,9 +112,14 @@ class Value(Projection):
         if not todo:
             return None
         ctx = await self.context(conn)
-        saved, changes = await apply(conn, ctx, self.rates, todo)
+        linked = await rows.clusters(conn, list(todo))
+        if linked:  # value is a cluster's: decided under its canonical id, in log order
+            todo = _by_canonical(readings, todo, linked)
+        saved, changes = await apply(conn, ctx, self.rates, todo, linked=linked)
 
         def committed() -> None:
+            for c in linked:
+                self.held.pop(c, None)
             for r in saved:
                 self.held[r.customer_id] = (r.first_seen, r.review_at)
                 self.held.move_to_end(r.customer_id)
@@ -131,13 +141,37 @@ async def load_context(conn: psycopg.AsyncConnection, settings: Any, rules: fold
     return fold.Context(rules, models, await store.thresholds(conn))
 
 
+def _by_canonical(readings: list[fold.Touch], todo: dict[str, list[fold.Touch]],
+                  linked: dict[str, str]) -> dict[str, list[fold.Touch]]:
+    """The touches of these customers by canonical id, in log order."""
+    out: dict[str, list[fold.Touch]] = {}
+    wanted = {linked.get(c, c) for c in todo}
+    for t in readings:
+        c = linked.get(t.customer_id, t.customer_id)
+        if c in wanted:
+            out.setdefault(c, []).append(t)
+    return out
+
+
 async def apply(conn: psycopg.AsyncConnection, ctx: fold.Context, rates: dict[str, float],
                 todo: dict[str, list[fold.Touch]], until: datetime | None = None,
-                held: dict[str, fold.Row] | None = None) -> tuple[list[fold.Row], list[fold.Change]]:
+                held: dict[str, fold.Row] | None = None, linked: dict[str, str] | None = None
+                ) -> tuple[list[fold.Row], list[fold.Change]]:
     """Decide and write the value rows of these customers (their touches in log order; with
     ``until``, also the changes time brings up to then). ``held``: rows already loaded (and
-    locked, or checked unchanged before the write) by the caller."""
-    saved, changes = await decide_rows(conn, ctx, rates, todo, until, held)
+    locked, or checked unchanged before the write) by the caller. ``linked``: the other
+    members of their identity clusters (``rows.clusters``), whose rows are taken in: a
+    customer's value is that of its cluster, under the canonical id."""
+    absorbed: dict[str, list[fold.Row]] = {}
+    if held is None and linked:
+        held = await rows.load(conn, [*todo, *linked])
+        for member, c in linked.items():
+            if c in todo and member in held:
+                absorbed.setdefault(c, []).append(held.pop(member))
+        for c in absorbed:  # the cluster's ledger has changed: decided again
+            todo[c] = [*todo[c][:-1], todo[c][-1]._replace(order=True)]
+    saved, changes = await decide_rows(conn, ctx, rates, todo, until, held, absorbed)
+    await rows.drop(conn, [r.customer_id for rs in absorbed.values() for r in rs])
     await rows.save(conn, saved)
     await rows.save_changes(conn, changes)
     return saved, changes
@@ -145,17 +179,20 @@ async def apply(conn: psycopg.AsyncConnection, ctx: fold.Context, rates: dict[st
 
 async def decide_rows(conn: psycopg.AsyncConnection, ctx: fold.Context, rates: dict[str, float],
                       todo: dict[str, list[fold.Touch]], until: datetime | None = None,
-                      held: dict[str, fold.Row] | None = None
+                      held: dict[str, fold.Row] | None = None,
+                      absorbed: dict[str, list[fold.Row]] | None = None
                       ) -> tuple[list[fold.Row], list[fold.Change]]:
     """``apply`` without the write: the rows and changes the decisions give."""
     current = held if held is not None else await rows.load(conn, list(todo))
+    absorbed = absorbed or {}
     need_orders = [c for c, ts in todo.items()
                    if any(t.order for t in ts) or (c in current and current[c].facts.frequency)]
     ledger = await rows.orders(conn, need_orders)
     plans = []
     for c, ts in todo.items():
         days, _ = fold.purchases(ledger.get(c, ()), rates)
-        p = fold.plan(ctx, c, current.get(c), days, ts, until)
+        seen = min((r.first_seen for r in absorbed.get(c, ())), default=None)
+        p = fold.plan(ctx, c, current.get(c), days, ts, until, seen)
         if p is not None:
             plans.append(p)
     every = [d.facts for _, decisions in plans for d in decisions]

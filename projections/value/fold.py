@@ -46,7 +46,7 @@ class Touch(NamedTuple):
     customer_id: str
     at: datetime
     event_id: str
-    order: bool  # an order event: the ledger may have changed
+    order: bool  # an order event, or customers linked into this one: the ledger may have changed
 
 
 class Rules(NamedTuple):
@@ -358,7 +358,7 @@ class _Decision(NamedTuple):
 
 
 def plan(ctx: Context, customer_id: str, row: Row | None, days: Sequence[tuple[When, Decimal]],
-         touches: Sequence[Touch], until: datetime | None = None
+         touches: Sequence[Touch], until: datetime | None = None, seen: datetime | None = None
          ) -> tuple[Row, list[_Decision]] | None:
     """A customer's decisions: at each touch that may change something (an order; the first touch
     of a customer), in log order, and at each time their stage changes by itself before it or
@@ -366,8 +366,10 @@ def plan(ctx: Context, customer_id: str, row: Row | None, days: Sequence[tuple[W
     at that decision's time (with the ledger as it now stands). A touch that decides nothing moves
     no time, so the final row is the same whatever order the touches arrive in.
     Returns the row to start from (a prospect's for a new customer) and the decisions, or None
-    if there is nothing to write. ``decide`` evaluates the plan with the model's figures."""
-    first_seen = min([t.at for t in touches] + ([row.first_seen] if row else []))
+    if there is nothing to write. ``decide`` evaluates the plan with the model's figures.
+    ``seen``: when customers linked into this one were first seen (their tenure is its)."""
+    first_seen = min([t.at for t in touches] + ([row.first_seen] if row else [])
+                     + ([seen] if seen else []))
     as_of = row.as_of if row else first_seen  # the time of the last decision: never goes back
     review = row.review_at if row else None
     out: list[_Decision] = []

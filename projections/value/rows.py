@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from projections.orders.fold import RANK
 from projections.sql import UNPACK, copy_field, pack
 from projections.value.fold import Change, Facts, Figures, Order, Row
 
@@ -213,18 +214,59 @@ async def save_changes(conn: psycopg.AsyncConnection, changes: list[Change]) -> 
             f"ORDER BY ord ON CONFLICT (change_id) DO NOTHING")
 
 
-async def orders(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, list[Order]]:
-    """The ledger's orders in force as placed, by customer."""
+async def clusters(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, str]:
+    """``member -> canonical id`` for every other member of the identity clusters of these
+    customers that have more than one (the graph is flat: ``projections.identity.store``)."""
     if not customer_ids:
         return {}
     cur = await conn.execute(
-        "SELECT customer_id::text, order_id, placed_at, amount, currency FROM orders "
-        f"WHERE customer_id IN (SELECT c::uuid FROM {UNPACK} AS c) AND status = 'placed' "
-        "AND placed_at IS NOT NULL", (pack(customer_ids),))
+        "SELECT m.customer_id::text, m.canonical_id::text FROM identity_customers m "
+        "WHERE m.canonical_id IN (SELECT canonical_id FROM identity_customers "
+        f"WHERE customer_id IN (SELECT c::uuid FROM {UNPACK} AS c)) "
+        "AND m.customer_id <> m.canonical_id", (pack(customer_ids),))
+    return dict(await cur.fetchall())
+
+
+async def drop(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> None:
+    """Remove the rows of customers linked into others (their changes stay, under their ids)."""
+    if customer_ids:
+        await conn.execute(f"DELETE FROM customer_value WHERE customer_id IN "
+                           f"(SELECT c::uuid FROM {UNPACK} AS c)", (pack(customer_ids),))
+
+
+async def orders(conn: psycopg.AsyncConnection, customer_ids: list[str]) -> dict[str, list[Order]]:
+    """The ledger's orders in force as placed, by customer. A customer others were linked into
+    (identity's canonical id) holds the orders of the whole cluster; an order the ledger holds
+    under two of its ids counts once, in its state in force (``orders.fold``: a cancellation
+    outranks a placement, then the latest event; placed when it was first placed)."""
+    if not customer_ids:
+        return {}
+    cur = await conn.execute(
+        f"WITH asked AS (SELECT c::uuid AS id FROM {UNPACK} AS c) "
+        "SELECT w.id::text, o.order_id, o.status, o.placed_at, o.amount, o.currency, "
+        "o.occurred_at, o.event_id, w.id <> o.customer_id FROM ("
+        "  SELECT id, id FROM asked UNION ALL"
+        "  SELECT m.canonical_id, m.customer_id FROM identity_customers m"
+        "  WHERE m.canonical_id IN (SELECT id FROM asked) AND m.customer_id <> m.canonical_id"
+        ") AS w (id, owner) JOIN orders o ON o.customer_id = w.owner", (pack(customer_ids),))
     out: dict[str, list[Order]] = {}
-    for cid, order_id, placed_at, amount, currency in await cur.fetchall():
-        out.setdefault(cid, []).append(Order(order_id, placed_at, Decimal(amount), currency))
+    pooled: dict[tuple[str, str], list[tuple]] = {}
+    found = await cur.fetchall()
+    if any(r[8] for r in found):  # some customer holds others' orders: merged per order below
+        for r in found:
+            pooled.setdefault((r[0], r[1]), []).append(r)
+        found = [_in_force(states) for states in pooled.values()]
+    for cid, order_id, status, placed_at, amount, currency, *_ in found:
+        if status == "placed" and placed_at is not None:
+            out.setdefault(cid, []).append(Order(order_id, placed_at, Decimal(amount), currency))
     return out
+
+
+def _in_force(states: list[tuple]) -> tuple:
+    """One order's state in force among the rows of its cluster (``orders.fold.merge``)."""
+    won = max(states, key=lambda r: (RANK[r[2]], r[6], str(r[7])))
+    placed = [r[3] for r in states if r[3] is not None]
+    return (*won[:3], min(placed) if placed else None, *won[4:])
 
 
 async def history(conn: psycopg.AsyncConnection, customer_id: str, limit: int = 100

@@ -48,7 +48,8 @@ async def read_value(customer_id: str, conn: Conn, request: Request) -> dict[str
     settings = request.app.state.settings
     root, members = await _cluster(conn, customer_id)
     held = await rows.load(conn, members, lock=False)
-    row = held.get(customer_id) or held.get(root) or next(iter(held.values()), None)
+    # the cluster's row (its canonical id's), or a member's not yet taken into it
+    row = held.get(root) or held.get(customer_id) or next(iter(held.values()), None)
     if row is None:
         raise HTTPException(404, {"error": "no value yet for this customer", "customer_id": customer_id})
     now = datetime.now(UTC)

@@ -22,7 +22,8 @@ from services.metrics import DUPLICATES
 from services.processors.dlq import Refused
 
 PRUNE_EVERY_S = 600
-NOT_TOUCHPOINTS = {"customers_linked"}  # identity events: read models follow the graph instead
+LINKS = "customers_linked"  # identity events: most read models follow the graph instead
+NOT_TOUCHPOINTS = {LINKS}  # (a replay reads the graph as it ends: it needs no links)
 
 
 class Reading(NamedTuple):
@@ -39,6 +40,8 @@ def read(projections: Sequence[Projection], event: dict[str, Any], partition: in
     event_id, customer_id = event["event_id"], event["customer"]["customer_id"]
     if type(event_id) is not str or type(customer_id) is not str:
         raise TypeError("event_id and customer_id must be strings")
+    if event["type"] == LINKS:
+        return Reading(event_id, customer_id, tuple(p.read_link(event) for p in projections))
     return Reading(event_id, customer_id,
                    tuple(p.read(event, partition, offset) for p in projections))
 
@@ -102,13 +105,15 @@ class ProjectionStage:
             p.forget()
 
     def prepare(self, records: list[ConsumerRecord]) -> list[Reading | Refused | None]:
-        """Per record: its ``Reading``, None for an identity event, or why it cannot be projected."""
+        """Per record: its ``Reading``, None for an identity event no projection reads, or why it
+        cannot be projected."""
         out: list[Reading | Refused | None] = []
         for r in records:
             try:
                 event = orjson.loads(r.value)
-                out.append(None if event["type"] in NOT_TOUCHPOINTS
-                           else read(self.projections, event, r.partition, r.offset))
+                reading = read(self.projections, event, r.partition, r.offset)
+                out.append(None if event["type"] == LINKS and reading.readings.count(None)
+                           == len(reading.readings) else reading)
             except Exception as exc:  # noqa: BLE001 - whatever a reading raises refuses the record
                 out.append(Refused.because(f"cannot be projected: {exc!r}", "poison"))
         return out

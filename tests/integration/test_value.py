@@ -155,3 +155,59 @@ async def _all_ranked(settings, n: int) -> bool:
     found = await rows(settings, "SELECT count(*) FILTER (WHERE tier NOT IN ('unranked')) AS n, "
                                  "count(*) AS total FROM customer_value")
     return found[0]["total"] == n and found[0]["n"] == n
+
+
+async def test_linked_customers_have_one_value_on_the_whole_clusters_orders(settings):
+    """Two customers known apart (one by e-mail, one by phone) each order; an order carrying
+    both links them. The value is then one row, under the canonical id, on all three orders,
+    with the tenure of the first seen, and either id answers it; the other row is gone. A
+    cancellation sent later under the survivor counts against an order held under the other."""
+    settings = value_settings(settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    tag = uuid.uuid4().hex[:6]
+    email, phone = f"pat.{tag}@example.com", "+447450000123"
+
+    def order(at, order_id, amount="30.00", **who):
+        return touchpoint("order", at=at, order_id=order_id, amount=amount,
+                          items=[{"sku": "A", "quantity": 1, "unit_price": amount}], **who)
+
+    first = [touchpoint("web_visit", email=email, at=now - 40 * DAY),
+             order(now - 30 * DAY, f"O-{tag}-1", email=email),
+             order(now - 20 * DAY, f"O-{tag}-2", phone=phone)]
+    async with running_stages(settings), api_client(settings) as client:
+        assert (await client.post("/v1/touchpoints/batch", json={"events": first})).status_code == 202
+        await eventually(lambda: _count(settings, "SELECT count(*) AS n FROM customer_value", 2))
+        both = order(now - 10 * DAY, f"O-{tag}-3", email=email, phone=phone)
+        assert (await client.post("/v1/touchpoints", json=both)).status_code == 202
+
+        async def pooled():
+            found = await rows(settings, "SELECT customer_id::text, frequency, first_seen "
+                                         "FROM customer_value")
+            return found if len(found) == 1 and found[0]["frequency"] == 3 else None
+        [row] = await eventually(pooled)
+        cluster = (await client.get("/v1/customers", params={"email": email})).json()["items"][0]
+        assert row["customer_id"] == cluster["customer_id"] and len(cluster["merged_ids"]) == 1
+        assert row["first_seen"] == now - 40 * DAY
+        for cid in (cluster["customer_id"], cluster["merged_ids"][0]):
+            v = (await client.get(f"/v1/customers/{cid}/value")).json()
+            assert v["customer_id"] == row["customer_id"] and v["rfm"]["frequency"] == 3, v
+            assert v["rfm"]["monetary"] == "90.00" and v["stage"] == "repeat"
+            assert len(v["explain"]["orders"]) == 3
+        history = [(h["kind"], h["old"], h["new"]) for h in reversed(v["history"])]
+        assert [h for h in history if h[0] == "stage"][0][1] == "prospect", history
+
+        # the first order, held under the e-mail's customer, is cancelled by phone
+        cancel = order(now - 5 * DAY, f"O-{tag}-1", status="cancelled", phone=phone)
+        assert (await client.post("/v1/touchpoints", json=cancel)).status_code == 202
+
+        async def cancelled():
+            v = (await client.get(f"/v1/customers/{cluster['customer_id']}/value")).json()
+            return v if v["rfm"]["frequency"] == 2 else None
+        v = await eventually(cancelled)
+        assert v["rfm"]["monetary"] == "60.00"
+        [stored] = await rows(settings, "SELECT frequency, monetary = 60 AS sixty FROM customer_value")
+        assert stored == {"frequency": 2, "sixty": True}
+
+
+async def _count(settings, sql: str, n: int) -> bool:
+    return (await rows(settings, sql))[0]["n"] == n
