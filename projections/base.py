@@ -11,9 +11,18 @@ projection over each batch, in one transaction with the tracking position; ``pro
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, NamedTuple
 
 import psycopg
+
+
+class Settled(NamedTuple):
+    """What a replay's report says of a projection's last step (``Projection.settle``): facts for
+    ``ts_replays.report`` and sentences for the operator."""
+
+    facts: dict[str, Any]
+    lines: list[str]
 
 
 class Projection:
@@ -25,6 +34,8 @@ class Projection:
     # per table, columns a replay does not compare: bookkeeping, or figures as of the row's last
     # decision; "*": a history, reported by its row count only
     unstable: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # live tables beside its own that a replay's swap locks with them (a log that readers follow)
+    swap_locks: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def build(cls, settings: Any) -> Projection:
@@ -56,3 +67,21 @@ class Projection:
 
     async def stop(self) -> None:
         """Stop it."""
+
+    # -- in a replay, whose tables are in the schema first in the search path -------------------
+
+    async def advance(self, conn: psycopg.AsyncConnection, now: datetime | None = None) -> None:
+        """What time alone changes, up to ``now`` (by default the time the replayed log has
+        reached), as the live jobs do by the clock; nothing is published. A replay calls it after
+        each chunk, in the chunk's transaction."""
+
+    async def settle(self, conn: psycopg.AsyncConnection, now: datetime, shadow: str,
+                     live: Any) -> Settled:
+        """A replay's last step before it compares its tables (in ``shadow``) with the live ones,
+        holding the live stage's positions: time run up to ``now``, and what the rebuilt tables
+        take from the live ones that the log does not hold. ``live``: the live settings."""
+        return Settled({}, [])
+
+    async def swapped(self, conn: psycopg.AsyncConnection) -> None:
+        """Right after a replay has swapped the rebuilt tables in, in its transaction: tell the
+        projection's live readers."""

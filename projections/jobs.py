@@ -16,14 +16,12 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
+from projections.clock import Clock
 from services.kafka import producer as new_producer
-
-if TYPE_CHECKING:  # the value package imports this module
-    from projections.value.clock import Clock
 
 STOP_S = 10.0  # for a jobs process to finish what it does, then it is killed
 WATCH_S = 0.05  # how often a jobs process looks at its clock and its parent
@@ -37,8 +35,6 @@ class Background:
 
     def __init__(self, settings: Any, producer: Any, clock: Clock | None = None):
         self.settings = settings
-        from projections.value.clock import Clock  # noqa: PLC0415
-
         self.producer = producer
         self.clock = clock or Clock()
         self.log = logging.getLogger(f"touchstream.{self.name}")
@@ -139,8 +135,6 @@ def run_process(settings: Any, cells: Any, parent: int, loglevel: str,
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("kafka", "aiokafka"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    from projections.value.clock import Clock  # noqa: PLC0415
-
     quiet_collector()  # a recomputation holds every buyer's row at once
     asyncio.run(_serve(settings, Clock(cells), parent, jobs_class))
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import httpx
 import orjson
 
-from services.dlq_cli import _safe
+from services.terminal import printable
 
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -54,17 +54,17 @@ def line(event: Event) -> str:
     body: dict[str, Any] = orjson.loads(event.data)
     if event.kind in ("ready", "reload", "overflow"):
         said = body.get("reason") or f"following from position {body['position']}"
-        return f"-- {event.kind}: {_safe(said)}"
+        return f"-- {event.kind}: {printable(said)}"
     a = body["alert"]
     who = a.get("acknowledged_by") if event.kind == "acknowledged" else \
         a.get("resolved_by") if event.kind == "resolved" else None
-    extra = f" by {_safe(who)}" if who else ""
+    extra = f" by {printable(who)}" if who else ""
     if event.kind == "snoozed":
         extra = f" until {a['snoozed_until']}"
     detail = a["resolution"] if event.kind == "resolved" else a["reason"]
     return (f"{body['recorded_at'][:19]}Z #{body['seq']:<6} {a['severity'].upper():<8} "
             f"{a['tier']:<9} {a['rule']:<17} {event.kind}{extra}  customer {a['customer_id']}  "
-            f"{_safe(detail)}")
+            f"{printable(detail)}")
 
 
 def tail(base_url: str, params: dict[str, str], after: int | None = None,

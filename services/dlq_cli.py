@@ -29,6 +29,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from services.terminal import printable
+
 _REPLAY_LOCKS = 1 << 62  # advisory lock keys of their own: this plus a dead letter's id
 ERROR_WIDTH = 100  # characters of the error a `list` line shows
 
@@ -42,18 +44,12 @@ class Refusal(Exception):
         self.status = status
 
 
-def _safe(text: object) -> str:
-    """``text`` for a terminal: what is not printable (controls, bidirectional overrides, lone
-    surrogates) written as ``\\u`` escapes."""
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in str(text))
-
-
 def _time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _position(topic: str, partition: int, offset: int) -> str:
-    return f"{_safe(topic)}[{partition}]@{offset}"
+    return f"{printable(topic)}[{partition}]@{offset}"
 
 
 # -- list and show ---------------------------------------------------------------------------------
@@ -71,11 +67,11 @@ async def _list(conn: Any, args: argparse.Namespace, _settings: Any) -> int:
         return 0
     print(f"{'ID':>6}  {'STAGE':<11}  {'FAILED AT':<20}  {'KIND':<7}  {'SOURCE':<30}  {'STATUS':<9}  ERROR")
     for d in found:
-        error = _safe(d["error"])
+        error = printable(d["error"])
         error = error if len(error) <= ERROR_WIDTH else error[:ERROR_WIDTH - 3] + "..."
         source = _position(d["source_topic"], d["source_partition"], d["source_offset"])
-        print(f"{d['id']:>6}  {_safe(d['stage']):<11}  {_time(d['failed_at']):<20}  {_safe(d['kind']):<7}  "
-              f"{source:<30}  {_safe(d['status']):<9}  {error}")
+        print(f"{d['id']:>6}  {printable(d['stage']):<11}  {_time(d['failed_at']):<20}  "
+              f"{printable(d['kind']):<7}  {source:<30}  {printable(d['status']):<9}  {error}")
     return 0
 
 
@@ -84,23 +80,23 @@ async def _show(conn: Any, args: argparse.Namespace, _settings: Any) -> int:
     cur = await conn.execute("SELECT done_at, action, done_by, detail FROM dead_letter_history "
                              "WHERE dead_letter_id = %s ORDER BY done_at, action", (args.id,))
     history = await cur.fetchall()
-    print(f"dead letter {d['id']}: {_safe(d['status'])}")
-    print(f"  stage:      {_safe(d['stage'])} (kind {_safe(d['kind'])})")
+    print(f"dead letter {d['id']}: {printable(d['status'])}")
+    print(f"  stage:      {printable(d['stage'])} (kind {printable(d['kind'])})")
     print(f"  failed at:  {_time(d['failed_at'])}")
     print(f"  source:     {_position(d['source_topic'], d['source_partition'], d['source_offset'])}")
     print(f"  dlq record: partition {d['dlq_partition']}, offset {d['dlq_offset']}")
-    print(f"  error:      {_safe(d['error'])}")
+    print(f"  error:      {printable(d['error'])}")
     print("  errors:")
     for e in d["errors"]:
-        print(f"    {_safe(e.get('field') or '<event>')}: {_safe(e.get('reason'))}")
+        print(f"    {printable(e.get('field') or '<event>')}: {printable(e.get('reason'))}")
     print("\n".join(_readable("original", bytes(d["original"]))))
     if d["replay_event"] is not None:
         print("\n".join(_readable("replayed event", bytes(d["replay_event"]))))
     print("  history:" if history else "  history:    nothing done yet")
     for h in history:
         detail = {"event": h["detail"].pop("event_id", None), **h["detail"]}
-        print(f"    {_time(h['done_at'])}  {h['action']:<9}  by {_safe(h['done_by'])}  "
-              + ", ".join(f"{k} {_safe(v)}" for k, v in detail.items()))
+        print(f"    {_time(h['done_at'])}  {h['action']:<9}  by {printable(h['done_by'])}  "
+              + ", ".join(f"{k} {printable(v)}" for k, v in detail.items()))
     return 0
 
 
@@ -111,11 +107,11 @@ def _readable(label: str, data: bytes) -> list[str]:
     try:
         pretty = orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode()
         return [f"  {label} ({len(data)} bytes, JSON):",
-                *(f"    {_safe(line)}" for line in pretty.splitlines())]
+                *(f"    {printable(line)}" for line in pretty.splitlines())]
     except orjson.JSONDecodeError:
         pass
     try:
-        return [f"  {label} ({len(data)} bytes, not JSON):", f"    {_safe(data.decode())}"]
+        return [f"  {label} ({len(data)} bytes, not JSON):", f"    {printable(data.decode())}"]
     except UnicodeDecodeError:
         return [f"  {label} ({len(data)} bytes, not UTF-8, in hex):",
                 *(f"    {data[i:i + 32].hex(' ')}" for i in range(0, len(data), 32))]
@@ -137,7 +133,8 @@ async def _last(conn: Any, letter_id: int, action: str) -> str:
     h = await cur.fetchone()
     if h is None:
         return ""
-    return f"at {_time(h['done_at'])} by {_safe(h['done_by'])}, event {_safe(h['detail'].get('event_id'))}"
+    return (f"at {_time(h['done_at'])} by {printable(h['done_by'])}, "
+            f"event {printable(h['detail'].get('event_id'))}")
 
 
 # -- replay ----------------------------------------------------------------------------------------
@@ -192,7 +189,7 @@ def _accepted(data: bytes, source: str, max_bytes: int) -> Any:
     except orjson.JSONDecodeError as exc:
         raise Refusal(f"{source} is not valid JSON ({exc}): nothing published", 2) from None
     except InvalidEvent as exc:
-        raise Refusal(f"{source} is not a valid event, nothing published: {_safe(exc)}", 2) from None
+        raise Refusal(f"{source} is not a valid event, nothing published: {printable(exc)}", 2) from None
 
 
 @contextlib.asynccontextmanager

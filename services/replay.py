@@ -11,10 +11,12 @@ swaps the tables in the same transaction: the live ones go to schema ``ts_previo
 ``--rollback``) and the stage's workers drop their caches (the positions' epoch). The API sees
 the old tables or the new ones, never a mix or nothing.
 
-A replay publishes nothing: the value changes it decides are marked as published and counted in
-its report; the alerts it finds are decided by the log's time (its timers run by event time after
-each chunk), those the live stage had not found are listed in its report and sent to nobody, and
-what people did to the live alerts is carried over; live alert streams are told to reload.
+A replay publishes nothing. What time alone changes is decided by the log's time: after each
+chunk (``Projection.advance``: the alert timers) and, before the comparison, up to now
+(``Projection.settle``, reported: the value changes the replay decided are marked as published and
+counted; the alerts the live stage had not found are listed and sent to nobody, and what people
+did to the live alerts is carried over). After the swap, live readers are told
+(``Projection.swapped``: alert streams reload).
 It de-duplicates event ids as the live stage does, under a processor name of its own
 (``replay:ID``), kept for a rollback of its swap. ``ts_replays`` records every replay.
 """
@@ -37,9 +39,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from projections import REGISTRY, Projection
-from projections.alerts.store import AUTO
-from projections.alerts.store import CHANNEL as ALERTS_CHANNEL
-from projections.value.clock import Clock
+from projections.clock import Clock
 from services import archive, store
 from services.config import Settings
 from services.kafka import topic_ends
@@ -167,8 +167,8 @@ class Outcome:
     refused: int = 0
     seconds: float = 0.0
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
-    unpublished: int = 0  # value changes the replay decided and did not publish
-    new_alerts: list[str] = field(default_factory=list)  # found by the replay, not by the live stage
+    settled: dict[str, Any] = field(default_factory=dict)  # the projections' last steps: facts
+    notes: list[str] = field(default_factory=list)  # ... and sentences
 
     @property
     def equal(self) -> bool:
@@ -176,8 +176,7 @@ class Outcome:
 
     def report(self) -> dict[str, Any]:
         return {"events": self.events, "refused": self.refused, "seconds": round(self.seconds, 3),
-                "tables": self.tables, "unpublished_changes": self.unpublished,
-                "new_alerts": len(self.new_alerts), "new_alert_ids": self.new_alerts[:DIFFERENCES]}
+                "tables": self.tables, **self.settled}
 
 
 class Replay:
@@ -198,7 +197,6 @@ class Replay:
         for p in self.projections:  # decided by the log's time, never by how long a chunk took
             if isinstance(getattr(p, "clock", None), Clock):
                 p.clock.event_time = True
-        self.alerts = next((p for p in self.projections if p.name == "alerts"), None)
         self.outcome = Outcome(0, mode, "building", self.names)
         self.processor = ""
         self.topic = settings.log_topic
@@ -302,7 +300,8 @@ class Replay:
         self._committed = []
         async with conn.transaction():
             await self._fold(conn, batch)
-            await self._timers(conn)
+            for p in self.projections:  # what time alone changes, by the log's time
+                await p.advance(conn)
             await self._save(conn, topic, positions)
             await conn.execute("UPDATE ts_replays SET events = %s WHERE id = %s",
                                (self.outcome.events, self.outcome.id))
@@ -385,67 +384,13 @@ class Replay:
 
     # --- comparing and swapping ---------------------------------------------------------------
 
-    async def _timers(self, conn: psycopg.AsyncConnection, now: datetime | None = None) -> None:
-        """Alerts: what time alone makes hold, up to the log's time (or ``now``), as the live
-        timer does by the clock; nothing is notified or published."""
-        if self.alerts is None:
-            return
-        from projections.alerts.jobs import CHUNK as DUE  # noqa: PLC0415 - alerts only
-        from projections.alerts.jobs import tick  # noqa: PLC0415
-
-        now = now or self.alerts.clock.now()
-        while (await tick(conn, self.alerts.rules, now, notify=False))[0] == DUE:
-            pass
-
     async def _settle(self, conn: psycopg.AsyncConnection, now: datetime) -> None:
-        await self._settle_value(conn, now)
-        await self._settle_alerts(conn, now)
-
-    async def _settle_alerts(self, conn: psycopg.AsyncConnection, now: datetime) -> None:
-        """Alerts: the shadow's timers run to ``now``; the alerts it found that the live stage did
-        not are reported (a replay sends nothing); what people did to the live alerts is carried
-        over (their actions are not in the log)."""
-        if self.alerts is None:
-            return
-        await self._timers(conn, now)
-        shadow = sql.Identifier(SHADOW)
-        cur = await conn.execute(sql.SQL(
-            "SELECT s.alert_id::text FROM {}.alerts s WHERE NOT EXISTS (SELECT FROM public.alerts l "
-            "WHERE l.alert_id = s.alert_id) ORDER BY s.opened_at, s.alert_id").format(shadow))
-        self.outcome.new_alerts = [r[0] for r in await cur.fetchall()]
-        await conn.execute(sql.SQL(
-            "UPDATE {}.alerts s SET acknowledged_by = l.acknowledged_by, "
-            "acknowledged_at = l.acknowledged_at, note = coalesce(l.note, s.note), "
-            "snoozed_until = CASE WHEN s.status <> 'resolved' THEN l.snoozed_until END, "
-            "status = CASE WHEN s.status = 'resolved' THEN s.status "
-            "  WHEN l.status = 'resolved' AND l.resolved_by <> %(auto)s THEN 'resolved' "
-            "  WHEN l.status IN ('acknowledged', 'snoozed') THEN l.status ELSE s.status END, "
-            "resolved_by = CASE WHEN s.status <> 'resolved' AND l.resolved_by <> %(auto)s "
-            "  THEN l.resolved_by ELSE s.resolved_by END, "
-            "resolved_at = CASE WHEN s.status <> 'resolved' AND l.resolved_by <> %(auto)s "
-            "  THEN l.resolved_at ELSE s.resolved_at END, "
-            "resolution = CASE WHEN s.status <> 'resolved' AND l.resolved_by <> %(auto)s "
-            "  THEN l.resolution ELSE s.resolution END "
-            "FROM public.alerts l WHERE l.alert_id = s.alert_id AND (l.acknowledged_by IS NOT NULL "
-            "OR l.snoozed_until IS NOT NULL OR l.note IS NOT NULL OR l.resolved_by <> %(auto)s)"
-        ).format(shadow), {"auto": AUTO})
-
-    async def _settle_value(self, conn: psycopg.AsyncConnection, now: datetime) -> None:
-        """Value: the shadow's customers re-aged to ``now``, as the live jobs do, and the live
-        ones too (what the jobs would do next); the shadow's changes marked as published."""
-        if "value" not in self.names:
-            return
-        from projections.value.jobs import SWEEP_CHUNK, Jobs  # noqa: PLC0415 - value only
-
-        for schema in (SHADOW, "public"):
-            await conn.execute("SELECT set_config('search_path', %s, true)", (f"{schema}, public",))
-            jobs = Jobs(self.live.model_copy(update={"projection_schema": schema}), None)
-            while await jobs.sweep(conn, now) == SWEEP_CHUNK:
-                pass
+        """Each projection's last step (``Projection.settle``), its facts and sentences reported."""
+        for p in self.projections:
+            settled = await p.settle(conn, now, SHADOW, self.live)
+            self.outcome.settled.update(settled.facts)
+            self.outcome.notes += settled.lines
         await conn.execute("SELECT set_config('search_path', %s, true)", (f"{SHADOW}, public",))
-        cur = await conn.execute(sql.SQL("UPDATE {}.customer_changes SET published_at = now() "
-                                         "WHERE published_at IS NULL").format(sql.Identifier(SHADOW)))
-        self.outcome.unpublished += cur.rowcount
 
     async def _compare(self, conn: psycopg.AsyncConnection, counts_only: bool = False) -> None:
         for cls in self.registry:
@@ -457,7 +402,7 @@ class Replay:
         """The shadow's tables in, the live ones to ``ts_previous``; the views made again over
         the tables now in place (a view follows a table it reads wherever it moves)."""
         moved = [t for cls in self.registry for t in cls.tables]
-        await _lock_all(conn, [*moved, "alert_log"] if self.alerts else moved)
+        await _lock_all(conn, [*moved, *(t for cls in self.registry for t in cls.swap_locks)])
         await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(PREVIOUS)))
         await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(PREVIOUS)))
         for cls in self.registry:
@@ -468,10 +413,8 @@ class Replay:
                     sql.Identifier(SHADOW), sql.Identifier(table)))
         await _ddl(conn, "public", REGISTRY)
         await conn.execute("UPDATE ts_tracking SET epoch = epoch + 1 WHERE processor = %s", (LIVE,))
-        if self.alerts is not None:  # live streams: reload the alerts, then go on
-            await conn.execute(
-                "INSERT INTO public.alert_log (kind, alert, published_at) VALUES ('reload', NULL, now())")
-            await conn.execute("SELECT pg_notify(%s, '')", (ALERTS_CHANNEL,))
+        for p in self.projections:  # their live readers: what is in place now
+            await p.swapped(conn)
 
     async def _finish(self, conn: psycopg.AsyncConnection, status: str,
                       positions: dict[int, int] | None = None) -> None:
@@ -692,11 +635,7 @@ def describe(outcome: Outcome) -> str:
         else:
             lines.append(f"  {table}: {counts}, DIFFERENT; first differences:")
             lines += [f"    {d[:300]}" for d in t.get("differences", [])]
-    if outcome.unpublished:
-        lines.append(f"  value changes the replay decided, not published: {outcome.unpublished:,}")
-    if outcome.new_alerts:
-        lines.append(f"  alerts the replay found that the live stage had not, not sent: "
-                     f"{len(outcome.new_alerts):,} (first: {', '.join(outcome.new_alerts[:3])})")
+    lines += [f"  {note}" for note in outcome.notes]
     if outcome.status == "swapped":
         lines.append(f"  the replaced tables are in schema {PREVIOUS}: "
                      f"touchstream replay --rollback {outcome.projections[-1]} puts them back")

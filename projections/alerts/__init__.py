@@ -19,9 +19,9 @@ from typing import Any
 import psycopg
 
 from projections.alerts import rules, store
-from projections.base import Projection
+from projections.base import Projection, Settled
+from projections.clock import Clock
 from projections.jobs import halt, spawn
-from projections.value.clock import Clock
 
 REVIEW_LAG_S = 10.0  # the timer looks again this long after value re-decides a customer by itself
 
@@ -33,7 +33,9 @@ class Alerts(Projection):
     # A rebuild decides by event time what the live stage decided by the clock (and a person's
     # actions are not in the log): compared by row count.
     unstable = {"alert_state": ("*",), "alerts": ("*",)}
+    swap_locks = ("alert_log",)  # the live streams' log: they reload once the swap commits
     ddl = store.DDL
+    REPORTED = 10  # alert ids a replay's report lists
 
     def __init__(self, settings: Any = None):
         from services.config import Settings
@@ -76,6 +78,28 @@ class Alerts(Projection):
         if logged and self.settings.projection_schema == "public":
             await store.notify(conn)
         return self.clock.changed if logged else None
+
+    async def advance(self, conn: psycopg.AsyncConnection, now: datetime | None = None) -> None:
+        """The timer's work, up to the replayed log's time: nothing is notified or published."""
+        from projections.alerts.jobs import CHUNK, tick  # noqa: PLC0415 - jobs import this module
+
+        now = now or self.clock.now()
+        while (await tick(conn, self.rules, now, notify=False))[0] == CHUNK:
+            pass
+
+    async def settle(self, conn: psycopg.AsyncConnection, now: datetime, shadow: str,
+                     live: Any) -> Settled:
+        """The timers run to ``now``; the alerts the rebuild found that the live stage had not are
+        reported (a replay sends nothing); what people did to the live alerts is carried over."""
+        await self.advance(conn, now)
+        new = await store.unseen(conn, shadow)
+        await store.carry_over(conn, shadow)
+        lines = [f"alerts the replay found that the live stage had not, not sent: {len(new):,} "
+                 f"(first: {', '.join(new[:3])})"] if new else []
+        return Settled({"new_alerts": len(new), "new_alert_ids": new[:self.REPORTED]}, lines)
+
+    async def swapped(self, conn: psycopg.AsyncConnection) -> None:
+        await store.reload_streams(conn)
 
 
 def step(h: store.Held, touches: list[rules.Touch], r: rules.Rules, now: float) -> tuple[str, rules.Step]:

@@ -10,7 +10,7 @@ do each job.
 - **relay**: the alert log is published on topic ``alerts``, keyed by customer, each entry once:
   a relay taking over first reads the topic's tail and marks what it finds there as published.
 
-"Now" is the clock the worker shares (``projections.value.clock.Clock``): event time while a
+"Now" is the clock the worker shares (``projections.clock.Clock``): event time while a
 backlog is worked off, the wall clock once caught up. A replay runs ``tick`` by event time.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 import psycopg
 
 from projections.alerts import rules, save, step, store
+from projections.clock import Clock
 from projections.jobs import Background
-from projections.value.clock import Clock
 from services.kafka import send_keyed, tail_ids
 from services.metrics import ALERTS_PUBLISHED
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from projections.alerts.rules import Standing
@@ -297,3 +298,43 @@ async def prune_log(conn: psycopg.AsyncConnection, retention_hours: float) -> in
         "AND published_at IS NOT NULL AND seq < (SELECT max(seq) FROM alert_log)",
         (retention_hours * 3600,))
     return cur.rowcount
+
+
+# -- a replay ------------------------------------------------------------------------------------
+
+async def unseen(conn: psycopg.AsyncConnection, shadow: str) -> list[str]:
+    """The alerts a rebuild in schema ``shadow`` found that the live tables do not hold."""
+    cur = await conn.execute(sql.SQL(
+        "SELECT s.alert_id::text FROM {}.alerts s WHERE NOT EXISTS (SELECT FROM public.alerts l "
+        "WHERE l.alert_id = s.alert_id) ORDER BY s.opened_at, s.alert_id").format(
+            sql.Identifier(shadow)))
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def carry_over(conn: psycopg.AsyncConnection, shadow: str) -> None:
+    """What people did to the live alerts (not in the log) onto the rebuilt ones in ``shadow``:
+    acknowledgements, notes, snoozes of alerts still open, and resolutions by a person of alerts
+    the rebuild has open."""
+    await conn.execute(sql.SQL(
+        "UPDATE {}.alerts s SET acknowledged_by = l.acknowledged_by, "
+        "acknowledged_at = l.acknowledged_at, note = coalesce(l.note, s.note), "
+        "snoozed_until = CASE WHEN s.status <> 'resolved' THEN l.snoozed_until END, "
+        "status = CASE WHEN s.status = 'resolved' THEN s.status "
+        "  WHEN l.status = 'resolved' AND l.resolved_by <> %(auto)s THEN 'resolved' "
+        "  WHEN l.status IN ('acknowledged', 'snoozed') THEN l.status ELSE s.status END, "
+        "resolved_by = CASE WHEN s.status <> 'resolved' AND l.resolved_by <> %(auto)s "
+        "  THEN l.resolved_by ELSE s.resolved_by END, "
+        "resolved_at = CASE WHEN s.status <> 'resolved' AND l.resolved_by <> %(auto)s "
+        "  THEN l.resolved_at ELSE s.resolved_at END, "
+        "resolution = CASE WHEN s.status <> 'resolved' AND l.resolved_by <> %(auto)s "
+        "  THEN l.resolution ELSE s.resolution END "
+        "FROM public.alerts l WHERE l.alert_id = s.alert_id AND (l.acknowledged_by IS NOT NULL "
+        "OR l.snoozed_until IS NOT NULL OR l.note IS NOT NULL OR l.resolved_by <> %(auto)s)"
+    ).format(sql.Identifier(shadow)), {"auto": AUTO})
+
+
+async def reload_streams(conn: psycopg.AsyncConnection) -> None:
+    """The live alert streams start again from the alerts now in place (after a replay's swap)."""
+    await conn.execute("INSERT INTO public.alert_log (kind, alert, published_at) "
+                       "VALUES ('reload', NULL, now())")
+    await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))

@@ -18,11 +18,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from projections.base import Projection
+from projections.base import Projection, Settled
+from projections.clock import Clock
 from projections.jobs import halt, spawn
 from projections.value import fold, rows, store
-from projections.value.clock import Clock
 
 
 class Value(Projection):
@@ -70,6 +71,25 @@ class Value(Projection):
     async def stop(self) -> None:
         process, self.process = self.process, None
         await halt(process)
+
+    async def settle(self, conn: psycopg.AsyncConnection, now: datetime, shadow: str,
+                     live: Any) -> Settled:
+        """The rebuilt customers re-aged to ``now``, as the live jobs do, and the live ones too
+        (what the jobs would do next), so that the two compare; the changes the rebuild decided
+        are marked as published (a replay publishes nothing) and counted."""
+        from projections.value.jobs import SWEEP_CHUNK, Jobs  # noqa: PLC0415 - jobs import this module
+
+        for schema in (shadow, "public"):
+            await conn.execute("SELECT set_config('search_path', %s, true)", (f"{schema}, public",))
+            jobs = Jobs(live.model_copy(update={"projection_schema": schema}), None)
+            while await jobs.sweep(conn, now) == SWEEP_CHUNK:
+                pass
+        await conn.execute("SELECT set_config('search_path', %s, true)", (f"{shadow}, public",))
+        cur = await conn.execute(sql.SQL("UPDATE {}.customer_changes SET published_at = now() "
+                                         "WHERE published_at IS NULL").format(sql.Identifier(shadow)))
+        n = cur.rowcount
+        lines = [f"value changes the replay decided, not published: {n:,}"] if n else []
+        return Settled({"unpublished_changes": n}, lines)
 
     def read(self, event: dict[str, Any], partition: int, offset: int) -> fold.Touch:
         at = datetime.fromisoformat(event["occurred_at"])

@@ -36,10 +36,10 @@ from typing import Any
 
 import psycopg
 
+from projections.clock import Clock
 from projections.jobs import Background
 from projections.sql import UNPACK, pack
 from projections.value import fold, rows, store
-from projections.value.clock import Clock
 from projections.value.models import FitError, fit_bgnbd, fit_gamma_gamma, summarise
 from services.kafka import send_keyed, tail_ids
 from services.metrics import CHANGES_PUBLISHED

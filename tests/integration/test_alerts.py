@@ -232,7 +232,7 @@ async def test_a_replay_sends_no_alert_reports_new_ones_and_keeps_what_people_di
                 assert [(f["dedup_key"], f["status"], f["acknowledged_by"]) for f in found] == \
                     [(f"M-{tag}", "open", None), (f"P-{tag}", "acknowledged", "ana")]
                 new = next(f["alert_id"] for f in found if f["dedup_key"] == f"M-{tag}")
-                assert new in outcome.new_alerts  # reported ...
+                assert new in outcome.settled["new_alert_ids"]  # reported ...
                 await eventually(lambda: any(e.kind == "reload" for e in w.events), 15)
                 await asyncio.sleep(2.0)  # ... and sent to nobody
                 assert not any(a["alert"]["alert_id"] == new for a in w.alerts())

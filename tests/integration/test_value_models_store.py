@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from projections.clock import Clock
 from projections.orders import store as orders
 from projections.orders.fold import OrderState
 from projections.value import store
-from projections.value.clock import Clock
 from projections.value.jobs import Jobs
 from tests.integration.pipeline import rows
 

@@ -1,4 +1,5 @@
-"""The time the value jobs work at, shared between a projection worker and its jobs process."""
+"""The time a projection worker's jobs work at: shared between the worker, its jobs process and a
+replay (value re-ages, alerts fall due)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from datetime import UTC, datetime, timedelta
 
-from projections.value.clock import Clock
+from projections.clock import Clock
 
 
 def _batch_in_another_process(cells, at: float) -> None:
