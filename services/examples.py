@@ -7,7 +7,7 @@ import json
 import shlex
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -80,7 +80,8 @@ def example_requests(base_url: str, email: str, customer_id: str, intro: str) ->
   curl -sN '{base_url}/v1/alerts/stream'
   curl -s {base_url}/metrics | grep touchstream_
   OpenAPI: {base_url}/docs
-Churn alerts, live: {base_url}/ops  (in a terminal: .venv/bin/touchstream alerts tail --severity high)
+Churn alerts, live: {base_url}/ops
+  in a terminal: .venv/bin/touchstream alerts tail --severity high --url {base_url}
 Ctrl-C stops everything."""
 
 
@@ -116,9 +117,13 @@ def value_summary(base_url: str, timeout_s: float = 60) -> str:
             except (httpx.HTTPError, ValueError):
                 pareto = {}
             # the thresholds first, then the re-tiering they cause: until it is done, buyers
-            # are still unranked
+            # are still unranked; and the ranking of the whole sample, not one the jobs made in
+            # the middle of the load (they rank again once it is worked off)
             unranked = sum(t["customers"] for t in pareto.get("tiers", ()) if t["tier"] == "unranked")
-            if (pareto.get("thresholds_version") and not unranked) or time.monotonic() > deadline:
+            computed = pareto.get("thresholds_computed_at")
+            current = computed is not None and datetime.fromisoformat(computed) > \
+                datetime.now(UTC) - timedelta(minutes=10)
+            if (current and not unranked) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     if not pareto.get("thresholds_version"):

@@ -11,10 +11,11 @@ advisory lock makes one worker at a time do each job.
   the data cannot support is retried once the buyers grew by a fifth, or after RETRY_FIT_S.
 - **thresholds** (every ``value_thresholds_every_s``, of the jobs' time and of the wall clock alike,
   so that a backlog worked off in minutes is not ranked again for each ten minutes of its event
-  time; and at once when there are none yet, the model changed or the ranked population
-  doubled): the tier cuts and RFM quintiles over the whole population, recorded as a new
-  version, then the tier of every customer they move re-decided against them (after what time
-  alone changed for them); the others keep theirs.
+  time; and at once when there are none yet, the model changed, the ranked population
+  doubled, or the last ranking was made in a backlog that has now been worked off: a first load
+  must not leave a ranking of its middle in force): the tier cuts and RFM quintiles over the
+  whole population, recorded as a new version, then the tier of every customer they move
+  re-decided against them (after what time alone changed for them); the others keep theirs.
 - **relay**: tier and stage changes (``customer_changes``, written in the batches' transactions)
   are published on ``customer-changes``, each exactly once: a relay taking over first reads the
   topic's tail and marks what it finds there as published, so a relay killed between the send and
@@ -164,7 +165,10 @@ class Jobs(Background):
             due = (force or last is None or last.model_version != model_version
                    or buyers >= 2 * ranked  # the population doubled since (each re-tiers all)
                    or (now - last.computed_at >= timedelta(seconds=every)
-                       and not await store.recorded_within(conn, every)))
+                       and (not await store.recorded_within(conn, every)
+                            # a backlog's ranking, once the log is worked off: ranked again
+                            or (now >= datetime.now(UTC) - timedelta(seconds=every)
+                                and await store.computed_in_backlog(conn, last.version, every)))))
             if not due:
                 return None
             cur = await conn.execute(

@@ -137,6 +137,16 @@ async def recorded_within(conn: psycopg.AsyncConnection, seconds: float) -> bool
     return bool((await cur.fetchone())[0])
 
 
+async def computed_in_backlog(conn: psycopg.AsyncConnection, version: int, seconds: float) -> bool:
+    """Whether thresholds ``version`` were computed at a time more than ``seconds`` behind the
+    wall clock that recorded them: while a backlog was worked off, on a population and figures
+    the rest of the backlog has changed since."""
+    cur = await conn.execute("SELECT EXISTS (SELECT FROM value_thresholds WHERE version = %s AND "
+                             "computed_at < recorded_at - make_interval(secs => %s))",
+                             (version, seconds))
+    return bool((await cur.fetchone())[0])
+
+
 async def thresholds(conn: psycopg.AsyncConnection, limit: int | None = None) -> list[Thresholds]:
     """Recorded recomputations, oldest first (the last ``limit`` of them if given)."""
     cur = await conn.execute(

@@ -478,3 +478,28 @@ async def test_a_backlog_racing_through_event_time_is_not_re_ranked_at_every_int
     async with await jobs.connect() as conn:
         third = await jobs.recompute(conn, now=now + timedelta(hours=2))
     assert third is not None and third > second
+
+
+async def test_a_ranking_made_in_a_backlog_is_made_again_once_the_log_is_worked_off(settings):
+    """A first load ranks the population somewhere in its middle (the jobs' time is the event
+    time reached, the wall clock says a minute ago): once the log is worked off, those thresholds
+    are ranked again at once, not an interval of the wall clock later, so that the pyramid a
+    user sees after the load is the population's. While the backlog lasts they are not."""
+    settings = settings.model_copy(update={"value_min_customers": 10,
+                                           "value_thresholds_every_s": 600.0})
+    now = datetime.now(UTC).replace(microsecond=0)
+    tag = uuid.uuid4().hex[:6]
+    stage = ProjectionStage(settings)  # not started: the jobs are driven by hand below
+    jobs = Jobs(settings, None)
+    await _project(settings, stage, [
+        _order(f"d{v}.{tag}@example.com", now - 40 * DAY, f"{v}.00") for v in range(10, 101, 10)], 0)
+    async with await jobs.connect() as conn:
+        in_backlog = await jobs.recompute(conn, force=True, now=now - 30 * DAY)
+        assert in_backlog is not None
+        # ten days of event time later, the backlog still being worked off: not again
+        assert await jobs.recompute(conn, now=now - 20 * DAY) is None
+        # the log worked off (the jobs' time is the wall clock's): ranked again at once
+        caught_up = await jobs.recompute(conn, now=datetime.now(UTC))
+        assert caught_up is not None and caught_up > in_backlog
+        # ... once: that ranking was made at the wall clock's time
+        assert await jobs.recompute(conn, now=datetime.now(UTC) + timedelta(minutes=11)) is None
