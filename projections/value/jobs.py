@@ -165,10 +165,8 @@ class Jobs(Background):
             due = (force or last is None or last.model_version != model_version
                    or buyers >= 2 * ranked  # the population doubled since (each re-tiers all)
                    or (now - last.computed_at >= timedelta(seconds=every)
-                       and (not await store.recorded_within(conn, every)
-                            # a backlog's ranking, once the log is worked off: ranked again
-                            or (now >= datetime.now(UTC) - timedelta(seconds=every)
-                                and await store.computed_in_backlog(conn, last.version, every)))))
+                       and not await store.ranked_within(  # a backlog's ranking gives way once
+                           conn, every, caught_up=now >= datetime.now(UTC) - timedelta(seconds=every))))
             if not due:
                 return None
             cur = await conn.execute(

@@ -129,21 +129,15 @@ async def save_thresholds(conn: psycopg.AsyncConnection, th: Thresholds, custome
     return (await cur.fetchone())[0]
 
 
-async def recorded_within(conn: psycopg.AsyncConnection, seconds: float) -> bool:
-    """Whether a recomputation was recorded less than ``seconds`` ago by the wall clock, by any
-    worker's jobs."""
+async def ranked_within(conn: psycopg.AsyncConnection, seconds: float, caught_up: bool) -> bool:
+    """Whether any worker's jobs recorded a recomputation less than ``seconds`` ago by the wall
+    clock; once the log is ``caught_up``, only one made then counts, not one made while a backlog
+    was worked off (computed at a time more than ``seconds`` behind its recording: on a
+    population and figures the rest of the backlog has changed since)."""
     cur = await conn.execute("SELECT EXISTS (SELECT FROM value_thresholds WHERE recorded_at > "
-                             "now() - make_interval(secs => %s))", (seconds,))
-    return bool((await cur.fetchone())[0])
-
-
-async def computed_in_backlog(conn: psycopg.AsyncConnection, version: int, seconds: float) -> bool:
-    """Whether thresholds ``version`` were computed at a time more than ``seconds`` behind the
-    wall clock that recorded them: while a backlog was worked off, on a population and figures
-    the rest of the backlog has changed since."""
-    cur = await conn.execute("SELECT EXISTS (SELECT FROM value_thresholds WHERE version = %s AND "
-                             "computed_at < recorded_at - make_interval(secs => %s))",
-                             (version, seconds))
+                             "now() - make_interval(secs => %(s)s) AND (NOT %(caught_up)s OR "
+                             "computed_at >= recorded_at - make_interval(secs => %(s)s)))",
+                             {"s": seconds, "caught_up": caught_up})
     return bool((await cur.fetchone())[0])
 
 
